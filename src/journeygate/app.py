@@ -1,0 +1,116 @@
+"""The application factory: synchronous, touches no network; resources open in cleanup_ctx."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pluggy
+from aiohttp import web
+
+from journeygate import appkeys
+from journeygate.catalog import load_catalog
+from journeygate.config import AppConfig
+from journeygate.metrics import Metrics
+from journeygate.middleware import (
+    api_key_middleware,
+    cors_middleware,
+    error_middleware,
+    metrics_middleware,
+)
+from journeygate.pipeline import Pipeline
+from journeygate.registry import build_plugin_manager
+from journeygate.render import Renderer
+from journeygate.store import open_store
+from journeygate.validation import Limits
+from journeygate.views import add_routes
+
+log = logging.getLogger(__name__)
+
+
+async def _executor_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One thread pool for CPU-heavy plugin work, so it never runs on the event loop."""
+    workers = app[appkeys.CONFIG].plugins.executor_workers
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jg-plugin") as executor:
+        app[appkeys.EXECUTOR] = executor
+        yield
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[appkeys.CONFIG]
+    store = open_store(config.store, config.store_backend)
+    app[appkeys.STORE] = store
+    if not await store.ping():
+        log.warning(
+            "profile store (%s) is not reachable yet; deciding without profiles", store.backend
+        )
+    yield
+    await store.close()
+
+
+async def _catalog_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[appkeys.CONFIG]
+    path = config.resolve_path(config.catalog.path)
+    loop = asyncio.get_running_loop()
+    app[appkeys.CATALOG] = await loop.run_in_executor(app[appkeys.EXECUTOR], load_catalog, path)
+    yield
+
+
+async def _renderer_ctx(app: web.Application) -> AsyncIterator[None]:
+    templates = app[appkeys.CONFIG].templates
+    directories = [app[appkeys.CONFIG].resolve_path(templates.dir)]
+    if templates.override_dir:
+        directories.insert(0, app[appkeys.CONFIG].resolve_path(templates.override_dir))
+    app[appkeys.RENDERER] = Renderer(directories)
+    yield
+
+
+async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Start the plugins (load models) and build the pipeline that serves decisions."""
+    config = app[appkeys.CONFIG]
+    pipeline = Pipeline(
+        pm=app[appkeys.PLUGIN_MANAGER],
+        config=config,
+        catalog=app[appkeys.CATALOG],
+        store=app[appkeys.STORE],
+        renderer=app[appkeys.RENDERER],
+        metrics=app[appkeys.METRICS],
+        executor=app[appkeys.EXECUTOR],
+    )
+    await pipeline.start()
+    app[appkeys.PIPELINE] = pipeline
+    app[appkeys.LIMITS] = Limits(
+        max_slots=config.decide.max_slots,
+        max_limit=config.decide.max_limit,
+        default_limit=config.decide.default_limit,
+        default_strategy=config.decide.default_strategy,
+        strategies=pipeline.strategies,
+        plugins=pipeline.plugin_names,
+        has_template=app[appkeys.RENDERER].has_template,
+    )
+    yield
+    await pipeline.stop()
+
+
+def create_app(
+    config: AppConfig, plugin_manager: pluggy.PluginManager | None = None
+) -> web.Application:
+    """Build the gateway application. Plugins are loaded here (imports only); they start,
+    and the store and catalog open, when the application starts."""
+    app = web.Application(
+        client_max_size=config.server.max_body_bytes,
+        middlewares=[
+            metrics_middleware,
+            cors_middleware(config.server.cors_origins),
+            error_middleware,
+            api_key_middleware,
+        ],
+    )
+    app[appkeys.CONFIG] = config
+    app[appkeys.METRICS] = Metrics()
+    app[appkeys.PLUGIN_MANAGER] = plugin_manager or build_plugin_manager(config)
+    app.cleanup_ctx.extend([_executor_ctx, _store_ctx, _catalog_ctx, _renderer_ctx, _pipeline_ctx])
+    add_routes(app, with_demo=config.server.demo)
+    return app

@@ -1,0 +1,1 @@
+"""Built-in behaviour, written as ordinary plugins (and worked examples for plugin authors)."""

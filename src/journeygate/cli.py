@@ -1,0 +1,150 @@
+"""The ``journeygate`` command: serve, plugins, prepare.
+
+Usage errors and bad configuration end with a one-line message and exit status 2, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Sequence
+
+from aiohttp import web
+
+from journeygate import __version__
+from journeygate.catalog import CatalogError
+from journeygate.config import AppConfig, ConfigError, load_config
+
+log = logging.getLogger("journeygate")
+
+Command = Callable[[argparse.Namespace, AppConfig], int]
+
+
+def _serve(args: argparse.Namespace, config: AppConfig) -> int:
+    from journeygate.app import create_app
+    from journeygate.catalog import build_catalog_file
+
+    catalog_path = config.resolve_path(config.catalog.path)
+    if not catalog_path.exists():
+        log.info("no catalog at %s; building it from the bundled sample", catalog_path)
+        build_catalog_file(config.resolve_path(config.catalog.sample_interactions), catalog_path)
+    host, port, workers = config.server.host, config.server.port, config.server.workers
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    print(
+        f"journeygate {__version__} on http://{host}:{port}/ "
+        f"({workers} worker{'s' if workers > 1 else ''}, store: {config.store_backend}; "
+        f"demo: http://{host}:{port}/demo/)",
+        flush=True,
+    )
+
+    def run_worker() -> None:
+        web.run_app(create_app(config), sock=sock, print=None, access_log=None)
+
+    if workers == 1:
+        run_worker()
+        return 0
+    children = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            try:
+                run_worker()
+            finally:
+                os._exit(0)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    for child in children:
+        _, code = os.waitpid(child, 0)
+        status = status or os.waitstatus_to_exitcode(code)
+    return status
+
+
+def _plugins(args: argparse.Namespace, config: AppConfig) -> int:
+    from journeygate.registry import build_plugin_manager, plugin_infos
+
+    pm = build_plugin_manager(config)
+    print(f"{'plugin':<16} {'version':<10} {'budget':>7}  hooks")
+    for info in plugin_infos(pm):
+        version = info.version or ("builtin" if info.builtin else "-")
+        budget = f"{config.budget_s(info.name) * 1000:.0f}ms"
+        hooks = ", ".join(h.removeprefix("journeygate_") for h in info.hooks)
+        print(f"{info.name:<16} {version:<10} {budget:>7}  {hooks}")
+    return 0
+
+
+def _prepare(args: argparse.Namespace, config: AppConfig) -> int:
+    from journeygate.catalog import build_catalog_file
+
+    out = config.resolve_path(config.catalog.path)
+    if out.exists() and not args.force:
+        print(f"catalog exists: {out} (use --force to rebuild)")
+        return 0
+    source = args.source or config.resolve_path(config.catalog.sample_interactions)
+    catalog = build_catalog_file(source, out)
+    print(f"catalog: {len(catalog)} products from {source} -> {out}")
+    return 0
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
+    parser = argparse.ArgumentParser(prog="journeygate", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"journeygate {__version__}")
+    parser.add_argument("--config", help="TOML config file (default: config/journeygate.toml)")
+    parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the HTTP gateway")
+    serve.add_argument("--host", help="bind address (server.host)")
+    serve.add_argument("--port", type=int, help="port (server.port)")
+    serve.add_argument("--workers", type=int, help="worker processes sharing the port")
+
+    sub.add_parser("plugins", help="list plugins, versions and the hooks they implement")
+
+    prepare = sub.add_parser("prepare", help="build the product catalog from interaction data")
+    prepare.add_argument("--source", help="Online Retail file (default: the bundled sample)")
+    prepare.add_argument("--force", action="store_true", help="rebuild an existing catalog")
+    return parser, {"serve": _serve, "plugins": _plugins, "prepare": _prepare}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser, commands = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    server_overrides = {
+        key: value
+        for key, value in (
+            ("host", getattr(args, "host", None)),
+            ("port", getattr(args, "port", None)),
+            ("workers", getattr(args, "workers", None)),
+        )
+        if value is not None
+    }
+    try:
+        config = load_config(args.config, overrides={"server": server_overrides})
+        return commands[args.command](args, config)
+    except (ConfigError, CatalogError, OSError) as exc:
+        print(f"journeygate: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

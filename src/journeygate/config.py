@@ -1,0 +1,274 @@
+"""Typed, frozen configuration loaded from TOML with environment overrides.
+
+Every key is checked at startup: an unknown key or a value of the wrong type fails with
+a :class:`ConfigError` that names the key, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "journeygate.toml"
+ENV_PREFIX = "JOURNEYGATE_"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the offending key."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    max_body_bytes: int = 64 * 1024
+    cors_origins: tuple[str, ...] = ()
+    api_keys: tuple[str, ...] = ()
+    demo: bool = True
+
+
+@dataclass(frozen=True)
+class DecideConfig:
+    max_slots: int = 10
+    max_limit: int = 48
+    default_limit: int = 8
+    deadline_ms: int = 250
+    default_strategy: str = "popular"
+    record_page_views: bool = True
+    cookie_name: str = "jg_vid"
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    backend: str = "auto"
+    redis_url: str = ""
+    timeout_ms: int = 50
+    profile_ttl_s: int = 90 * 24 * 3600
+    session_ttl_s: int = 30 * 60
+    history_max: int = 50
+    session_views_max: int = 20
+    memory_max_visitors: int = 100_000
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    path: str = "var/catalog.csv"
+    sample_interactions: str = "data/sample/online_retail_sample.csv.gz"
+    currency: str = "GBP"
+    product_url: str = "/products/{product_id}"
+
+
+@dataclass(frozen=True)
+class TemplatesConfig:
+    dir: str = "config/templates"
+    override_dir: str = ""
+
+
+@dataclass(frozen=True)
+class OfferConfig:
+    id: str = "free-delivery"
+    title: str = "Free UK delivery on orders over £50"
+    body: str = ""
+    cta_label: str = "Shop now"
+    cta_url: str = "/"
+
+
+@dataclass(frozen=True)
+class FallbackConfig:
+    default_offer: OfferConfig = field(default_factory=OfferConfig)
+
+
+@dataclass(frozen=True)
+class PluginConfig:
+    """Per-plugin section ``[plugin.NAME]``: reserved keys plus the plugin's own settings."""
+
+    enabled: bool = True
+    budget_ms: int | None = None
+    settings: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class PluginsConfig:
+    default_budget_ms: int = 50
+    load_entrypoints: bool = True
+    order: tuple[str, ...] = ()
+    executor_workers: int = 2
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    decide: DecideConfig = field(default_factory=DecideConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    templates: TemplatesConfig = field(default_factory=TemplatesConfig)
+    fallback: FallbackConfig = field(default_factory=FallbackConfig)
+    plugins: PluginsConfig = field(default_factory=PluginsConfig)
+    plugin: Mapping[str, PluginConfig] = field(default_factory=lambda: types.MappingProxyType({}))
+
+    def plugin_config(self, name: str) -> PluginConfig:
+        """The ``[plugin.NAME]`` section, or defaults when the deployment has none."""
+        return self.plugin.get(name, PluginConfig())
+
+    def budget_s(self, plugin_name: str) -> float:
+        """Time budget of one plugin call, in seconds."""
+        budget_ms = self.plugin_config(plugin_name).budget_ms
+        return (budget_ms if budget_ms is not None else self.plugins.default_budget_ms) / 1000
+
+    def resolve_path(self, path: str) -> Path:
+        """Relative paths in the config are relative to the project root."""
+        candidate = Path(path)
+        return candidate if candidate.is_absolute() else PROJECT_ROOT / candidate
+
+    @property
+    def store_backend(self) -> str:
+        """``redis`` or ``memory``, with ``auto`` resolved by whether a Redis URL is set."""
+        if self.store.backend == "auto":
+            return "redis" if self.store.redis_url else "memory"
+        return self.store.backend
+
+
+T = TypeVar("T")
+
+
+def _convert(value: Any, annotation: Any, key: str) -> Any:
+    """Check ``value`` against a dataclass field type, converting TOML shapes to frozen ones."""
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return value
+    if origin is types.UnionType or origin is typing.Union:
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, options[0], key)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a table, got {type(value).__name__}")
+        return _build(annotation, value, key)  # type: ignore[arg-type]
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
+        item_type = typing.get_args(annotation)[0]
+        return tuple(_convert(v, item_type, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is not None and issubclass(origin, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a table, got {type(value).__name__}")
+        value_type = typing.get_args(annotation)[1]
+        return types.MappingProxyType(
+            {k: _convert(v, value_type, f"{key}.{k}") for k, v in value.items()}
+        )
+    if annotation is bool:
+        if isinstance(value, str) and value.lower() in {"1", "true", "yes", "0", "false", "no"}:
+            return value.lower() in {"1", "true", "yes"}
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported config type {annotation!r}")  # pragma: no cover
+
+
+def _build(cls: type[T], data: Mapping[str, Any], prefix: str) -> T:
+    if cls is PluginConfig:
+        reserved = {f.name for f in dataclasses.fields(PluginConfig)} - {"settings"}
+        own = {k: v for k, v in data.items() if k not in reserved}
+        data = {k: v for k, v in data.items() if k in reserved} | {"settings": own}
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"{where}{unknown[0]}: unknown config key")
+    kwargs = {
+        name: _convert(value, hints[name], f"{prefix}.{name}" if prefix else name)
+        for name, value in data.items()
+    }
+    for name, value in kwargs.items():
+        if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+            raise ConfigError(f"{prefix}.{name}: must not be negative, got {value}")
+    return cls(**kwargs)
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``JOURNEYGATE_SECTION__KEY=value`` and ``REDIS_URL`` as a nested mapping."""
+    overrides: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        node = overrides
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    if environ.get("REDIS_URL"):
+        overrides.setdefault("store", {})["redis_url"] = environ["REDIS_URL"]
+    return overrides
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _validate(config: AppConfig) -> None:
+    if config.store.backend not in {"auto", "memory", "redis"}:
+        raise ConfigError(
+            f"store.backend: expected auto, memory or redis, got {config.store.backend!r}"
+        )
+    if config.store_backend == "redis" and not config.store.redis_url:
+        raise ConfigError("store.redis_url: backend is redis but no URL is set (or REDIS_URL)")
+    if config.decide.default_limit > config.decide.max_limit:
+        raise ConfigError("decide.default_limit: larger than decide.max_limit")
+    if not 1 <= config.server.port <= 65535:
+        raise ConfigError(f"server.port: out of range: {config.server.port}")
+    if config.server.workers < 1:
+        raise ConfigError("server.workers: must be at least 1")
+
+
+def load_config(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> AppConfig:
+    """Load the TOML file (``JOURNEYGATE_CONFIG`` or the bundled default), apply environment
+    overrides, then explicit ``overrides`` (used by tests and the CLI), and validate."""
+    environ = os.environ if environ is None else environ
+    config_path = Path(path or environ.get("JOURNEYGATE_CONFIG") or DEFAULT_CONFIG_PATH)
+    try:
+        data: dict[str, Any] = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {config_path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config_path}: invalid TOML: {exc}") from None
+    data = _merge(data, _env_overrides(environ))
+    data = _merge(data, overrides or {})
+    config = _build(AppConfig, data, "")
+    _validate(config)
+    return config

@@ -1,0 +1,171 @@
+"""The plugin contract: every hook journeygate calls, in the order a gateway lives through them.
+
+Implement a hook with ``from journeygate import hookimpl``. Hooks are called with keyword
+arguments, so an implementation may accept any subset of the arguments listed here.
+
+Any implementation may be ``async def``; the pipeline awaits it (pluggy itself never awaits).
+For that reason no hook uses pluggy's ``firstresult``: hooks documented as *first result
+wins* are resolved by the pipeline, which awaits implementations in call order and stops at
+the first one that returns a usable value. A synchronous implementation that does heavy CPU
+work should be decorated with :func:`journeygate.offload` so that it runs in the executor and
+never blocks the event loop.
+
+Every decision hook runs under a time budget (``[plugin.NAME] budget_ms`` or
+``[plugins] default_budget_ms``). An implementation that exceeds it or raises is skipped for
+that request, logged, and counted in ``/metrics``; the slot then falls back to the next plugin
+and finally to the built-in fallback, so a request never fails because of a plugin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from journeygate.catalog import Catalog
+    from journeygate.config import AppConfig
+    from journeygate.model import Block, Candidate, DecisionContext, Offer, SlotRequest
+    from journeygate.render import Renderer
+
+PROJECT_NAME = "journeygate"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+
+
+# -- lifecycle ---------------------------------------------------------------------------
+
+
+@hookspec
+def journeygate_startup(config: AppConfig, catalog: Catalog) -> Awaitable[None] | None:
+    """Prepare the plugin: load models, open connections, read its own settings.
+
+    When: once per gateway process, after the profile store and the catalog are open and
+    before the first request is served. A plugin whose startup raises is unregistered for the
+    life of the process, logged, and reported by ``/readyz``.
+
+    :param config: the whole application config; a plugin reads its own section with
+        ``config.plugin_config("NAME").settings``.
+    :param catalog: the product catalog loaded for this process.
+    :returns: nothing. All implementations are called, in call order. May be async.
+    """
+
+
+@hookspec
+def journeygate_shutdown() -> Awaitable[None] | None:
+    """Release what :func:`journeygate_startup` acquired.
+
+    When: once when the gateway stops, only for plugins whose startup succeeded.
+
+    :returns: nothing. All implementations are called; failures are logged, not raised.
+        May be async.
+    """
+
+
+@hookspec
+def journeygate_slot_strategies() -> Sequence[str] | None:
+    """Declare the recommendation strategies this plugin can answer (``similar_items``, …).
+
+    When: once at startup, after :func:`journeygate_startup`. A slot that asks for a strategy
+    no plugin declared is rejected with ``400 unknown_strategy``.
+
+    :returns: a list of strategy names, or None. All results are collected. Synchronous.
+    """
+
+
+# -- one decision ------------------------------------------------------------------------
+
+
+@hookspec
+def journeygate_enrich_visitor(
+    context: DecisionContext,
+) -> dict[str, Any] | Awaitable[dict[str, Any] | None] | None:
+    """Derive the visitor's state for this decision: journey stage, intent, segment, sentiment.
+
+    When: once per decision, after the stored profile and session were merged with the request
+    context and before any slot is answered. All implementations run concurrently.
+
+    :param context: the decision so far (``context.stored`` holds the stored profile and
+        session, ``context.request`` the page's real-time context).
+    :returns: a mapping with any of ``stage``, ``intent``, ``segment``, ``sentiment`` and any
+        other keys (kept as visitor attributes), or None. All results are collected; for a key
+        set by several plugins the one called first wins. May be async.
+    """
+
+
+@hookspec
+def journeygate_candidates(
+    context: DecisionContext, slot: SlotRequest
+) -> Sequence[Candidate] | Awaitable[Sequence[Candidate] | None] | None:
+    """Propose products for a ``recommendations`` slot.
+
+    When: once per recommendations slot; the slots of one decision are answered concurrently.
+    Implementations are tried in call order until one returns a non-empty list; the built-in
+    fallback (popular products) is called last.
+
+    :param context: the enriched decision context (``context.visitor`` is filled).
+    :param slot: the slot to fill: ``slot.strategy``, ``slot.limit``, ``slot.params``.
+    :returns: candidates best first (the pipeline drops unknown products and cart items and
+        cuts to ``slot.limit``), or None/empty to let the next plugin answer.
+        *First non-empty result wins.* May be async.
+    """
+
+
+@hookspec
+def journeygate_choose_offer(
+    context: DecisionContext, slot: SlotRequest
+) -> Offer | Awaitable[Offer | None] | None:
+    """Choose the offer or banner for an ``offer`` slot.
+
+    When: once per offer slot, concurrently with the other slots. Implementations are tried in
+    call order; the built-in fallback answers with the configured default offer.
+
+    :param context: the enriched decision context.
+    :param slot: the offer slot.
+    :returns: an :class:`~journeygate.model.Offer`, or None to let the next plugin answer.
+        *First non-None result wins.* May be async.
+    """
+
+
+@hookspec
+def journeygate_postprocess_block(context: DecisionContext, block: Block) -> Awaitable[None] | None:
+    """Adjust an answered block before it is rendered: re-rank, filter, annotate items.
+
+    When: once per block, after candidates or the offer were resolved and before rendering.
+    Implementations run one after another in call order and may change ``block.items``
+    (a list of JSON-ready dicts) or ``block.offer`` in place. A failing implementation's
+    changes are discarded.
+
+    :returns: nothing. All implementations are called. May be async.
+    """
+
+
+@hookspec
+def journeygate_render_block(
+    context: DecisionContext, block: Block, renderer: Renderer
+) -> str | Awaitable[str | None] | None:
+    """Render a block's HTML fragment (for the JSON answer and for ESI includes).
+
+    When: once per block, last. The built-in renderer (called last) uses the Jinja2 template
+    of the block's kind, or ``slot.template`` when the page names one.
+
+    :param renderer: the template environment (autoescaping on); ``renderer.render(name,
+        **values)`` renders a template a deployment may override.
+    :returns: the HTML as a string, or None. *First non-None result wins.* Anything returned
+        is inserted verbatim, so escape data yourself or use the renderer. May be async.
+    """
+
+
+@hookspec
+def journeygate_observe_decision(
+    context: DecisionContext, blocks: Sequence[Block]
+) -> Awaitable[None] | None:
+    """Observe a decision that was served: log exposures, update counters, feed experiments.
+
+    When: after the answer was built, off the request's critical path (the response does not
+    wait for it). Each implementation runs under its time budget.
+
+    :param blocks: the blocks exactly as they were sent.
+    :returns: nothing. All implementations are called. May be async.
+    """

@@ -1,0 +1,204 @@
+"""The typed objects a decision is made of: the request, the visitor's state, candidates, blocks.
+
+Plugins receive these objects; they are frozen so that one plugin cannot change what another
+plugin sees, except through the hook results the pipeline merges on purpose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+PAGE_TYPES = ("home", "category", "product", "search", "cart", "checkout", "confirmation", "other")
+CHANNELS = ("web", "app", "email", "store", "support")
+SLOT_KINDS = ("recommendations", "offer")
+
+EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def _empty() -> Mapping[str, Any]:
+    return EMPTY
+
+
+@dataclass(frozen=True, slots=True)
+class CartItem:
+    product_id: str
+    quantity: int = 1
+    price: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PageContext:
+    type: str = "other"
+    url: str | None = None
+    product_id: str | None = None
+    category: str | None = None
+    query: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """What the page knows right now: the real-time session context."""
+
+    page: PageContext = field(default_factory=PageContext)
+    cart: tuple[CartItem, ...] = ()
+    channel: str = "web"
+    device: str | None = None
+    locale: str | None = None
+    referrer: str | None = None
+    utm: Mapping[str, str] = field(default_factory=_empty)
+
+    @property
+    def cart_value(self) -> float:
+        return sum((item.price or 0.0) * item.quantity for item in self.cart)
+
+    @property
+    def cart_product_ids(self) -> frozenset[str]:
+        return frozenset(item.product_id for item in self.cart)
+
+
+@dataclass(frozen=True, slots=True)
+class SlotRequest:
+    """One block the page wants."""
+
+    id: str
+    kind: str
+    strategy: str | None = None
+    limit: int = 8
+    template: str | None = None
+    plugin: str | None = None
+    params: Mapping[str, Any] = field(default_factory=_empty)
+
+
+@dataclass(frozen=True, slots=True)
+class DecideRequest:
+    visitor_id: str
+    session_id: str | None
+    context: RequestContext
+    slots: tuple[SlotRequest, ...]
+    explain: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVisitor:
+    """What the profile store knows about a visitor before this request."""
+
+    profile: Mapping[str, Any] = field(default_factory=_empty)
+    recent_views: tuple[str, ...] = ()
+    session_views: tuple[str, ...] = ()
+    session_pages: int = 0
+    store_available: bool = True
+
+    @property
+    def is_new(self) -> bool:
+        return not self.profile and not self.recent_views
+
+
+@dataclass(frozen=True, slots=True)
+class VisitorState:
+    """The visitor as plugins derived it: stage, intent, segment, sentiment and extras."""
+
+    stage: str | None = None
+    intent: str | None = None
+    segment: str | None = None
+    sentiment: float | None = None
+    attributes: Mapping[str, Any] = field(default_factory=_empty)
+
+    def as_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "stage": self.stage,
+            "intent": self.intent,
+            "segment": self.segment,
+            "sentiment": self.sentiment,
+        }
+        body.update(self.attributes)
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionContext:
+    """Everything a plugin may look at for one decision."""
+
+    decision_id: str
+    request: DecideRequest
+    stored: StoredVisitor
+    visitor: VisitorState
+
+    @property
+    def visitor_id(self) -> str:
+        return self.request.visitor_id
+
+    @property
+    def context(self) -> RequestContext:
+        return self.request.context
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A product a plugin proposes for a recommendations slot, with its score."""
+
+    product_id: str
+    score: float = 0.0
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """An offer or content banner chosen for an offer slot."""
+
+    id: str
+    title: str
+    body: str = ""
+    cta_label: str | None = None
+    cta_url: str | None = None
+    reason: str | None = None
+    data: Mapping[str, Any] = field(default_factory=_empty)
+
+    def as_json(self) -> dict[str, Any]:
+        body = {
+            "id": self.id,
+            "title": self.title,
+            "body": self.body,
+            "cta_label": self.cta_label,
+            "cta_url": self.cta_url,
+        }
+        if self.reason:
+            body["reason"] = self.reason
+        body.update(self.data)
+        return body
+
+
+@dataclass(slots=True)
+class Block:
+    """One answered slot. Mutable until rendered so post-processing plugins can adjust it."""
+
+    slot: SlotRequest
+    source: str
+    items: list[dict[str, Any]] = field(default_factory=list)
+    offer: Offer | None = None
+    personalized: bool = True
+    html: str = ""
+    fallback_reason: str | None = None
+
+    def tracking(self, decision_id: str) -> dict[str, Any]:
+        return {"decision_id": decision_id, "slot": self.slot.id, "source": self.source}
+
+    def as_json(self, decision_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "slot": self.slot.id,
+            "kind": self.slot.kind,
+            "source": self.source,
+            "personalized": self.personalized,
+            "items": self.items,
+            "html": self.html,
+            "tracking": self.tracking(decision_id),
+        }
+        if self.slot.strategy:
+            body["strategy"] = self.slot.strategy
+        if self.offer is not None:
+            body["offer"] = self.offer.as_json()
+        if self.fallback_reason:
+            body["fallback_reason"] = self.fallback_reason
+        return body

@@ -1,0 +1,468 @@
+"""The decide pipeline: runs the hooks of one decision under time budgets.
+
+This is the one place where hook implementations are called during a request. Each call is
+awaited when it returns an awaitable, runs in the executor when marked with
+:func:`journeygate.offload`, is cut off when it exceeds its plugin's budget, and is isolated:
+a failure is logged, counted and recorded in the explanation, and the next plugin (finally the
+built-in fallback) answers instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from journeygate import OFFLOAD_ATTRIBUTE
+from journeygate.catalog import Catalog
+from journeygate.config import AppConfig
+from journeygate.metrics import Metrics
+from journeygate.model import (
+    Block,
+    Candidate,
+    DecideRequest,
+    DecisionContext,
+    Offer,
+    SlotRequest,
+    StoredVisitor,
+    VisitorState,
+)
+from journeygate.render import Renderer
+from journeygate.store import ProfileStore, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+VISITOR_FIELDS = ("stage", "intent", "segment", "sentiment")
+FALLBACK_PLUGIN = "fallback"
+DECISION_HOOKS = (
+    "journeygate_enrich_visitor",
+    "journeygate_candidates",
+    "journeygate_choose_offer",
+    "journeygate_postprocess_block",
+    "journeygate_render_block",
+    "journeygate_observe_decision",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Impl:
+    """One hook implementation, prepared for fast calling."""
+
+    plugin: str
+    function: Callable[..., Any]
+    argnames: tuple[str, ...]
+    offloaded: bool
+
+
+@dataclass(slots=True)
+class CallOutcome:
+    """What happened when one plugin's implementation was called."""
+
+    plugin: str
+    ok: bool
+    result: Any = None
+    reason: str | None = None
+
+
+@dataclass
+class Decision:
+    """A finished decision: the context plugins saw, the blocks, and the trace."""
+
+    context: DecisionContext
+    blocks: list[Block]
+    trace: list[dict[str, Any]] = field(default_factory=list)
+    started: float = 0.0
+    duration_ms: float = 0.0
+
+    def as_json(self, explain: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "decision_id": self.context.decision_id,
+            "visitor": self.context.visitor.as_json(),
+            "blocks": [block.as_json(self.context.decision_id) for block in self.blocks],
+        }
+        if explain:
+            body["explain"] = {
+                "duration_ms": round(self.duration_ms, 3),
+                "store": {"available": self.context.stored.store_available},
+                "calls": self.trace,
+            }
+        return body
+
+
+class Pipeline:
+    """Runs the decision hooks of a started plugin manager."""
+
+    def __init__(
+        self,
+        pm: pluggy.PluginManager,
+        config: AppConfig,
+        catalog: Catalog,
+        store: ProfileStore,
+        renderer: Renderer,
+        metrics: Metrics,
+        executor: Executor,
+    ) -> None:
+        self.pm = pm
+        self.config = config
+        self.catalog = catalog
+        self.store = store
+        self.renderer = renderer
+        self.metrics = metrics
+        self.executor = executor
+        self.strategies: frozenset[str] = frozenset()
+        self.startup_failures: dict[str, str] = {}
+        self._impls: dict[str, tuple[_Impl, ...]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Call every startup hook; a plugin whose startup fails is unregistered."""
+        for impl in self._prepare("journeygate_startup"):
+            try:
+                await _await_maybe(
+                    self._invoke(impl, {"config": self.config, "catalog": self.catalog})
+                )
+            except Exception as exc:
+                log.exception("plugin %s failed to start; it is disabled", impl.plugin)
+                self.startup_failures[impl.plugin] = f"{exc.__class__.__name__}: {exc}"
+                self.pm.unregister(name=impl.plugin)
+        strategies: set[str] = set()
+        for result in self.pm.hook.journeygate_slot_strategies():
+            strategies.update(result or ())
+        self.strategies = frozenset(strategies)
+        self._impls = {name: self._prepare(name) for name in DECISION_HOOKS}
+        self.metrics.plugins_started.set(len(self.pm.list_name_plugin()))
+
+    async def stop(self) -> None:
+        """Wait for background observers, then call every shutdown hook."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        for impl in self._prepare("journeygate_shutdown"):
+            try:
+                await _await_maybe(self._invoke(impl, {}))
+            except Exception:
+                log.exception("plugin %s failed to shut down", impl.plugin)
+
+    @property
+    def plugin_names(self) -> frozenset[str]:
+        return frozenset(name for name, _ in self.pm.list_name_plugin())
+
+    def _prepare(self, hook_name: str) -> tuple[_Impl, ...]:
+        caller = getattr(self.pm.hook, hook_name)
+        # pluggy calls the implementations in the reverse order of get_hookimpls().
+        return tuple(
+            _Impl(
+                plugin=impl.plugin_name,
+                function=impl.function,
+                argnames=tuple(impl.argnames),
+                offloaded=bool(getattr(impl.function, OFFLOAD_ATTRIBUTE, False)),
+            )
+            for impl in reversed(caller.get_hookimpls())
+        )
+
+    def _invoke(self, impl: _Impl, kwargs: Mapping[str, Any]) -> Any:
+        return impl.function(*(kwargs[name] for name in impl.argnames))
+
+    # -- calling one implementation ------------------------------------------------------
+
+    async def call(
+        self,
+        impl: _Impl,
+        hook: str,
+        kwargs: Mapping[str, Any],
+        trace: list[dict[str, Any]] | None,
+        slot: str | None = None,
+        deadline: float | None = None,
+    ) -> CallOutcome:
+        """Call one implementation under its plugin's budget (cut to the decision's deadline,
+        when one is given), isolating any failure."""
+        started = time.perf_counter()
+        budget = self.config.budget_s(impl.plugin)
+        if deadline is not None:
+            budget = max(min(budget, deadline - started), 0.0)
+        outcome = CallOutcome(plugin=impl.plugin, ok=True)
+        try:
+            if impl.offloaded:
+                loop = asyncio.get_running_loop()
+                args = [kwargs[name] for name in impl.argnames]
+                async with asyncio.timeout(budget):
+                    outcome.result = await loop.run_in_executor(
+                        self.executor, lambda: impl.function(*args)
+                    )
+            else:
+                result = self._invoke(impl, kwargs)
+                if inspect.isawaitable(result):
+                    remaining = budget - (time.perf_counter() - started)
+                    async with asyncio.timeout(max(remaining, 0)):
+                        result = await result
+                outcome.result = result
+            if time.perf_counter() - started > budget:
+                # A synchronous implementation cannot be interrupted; its late answer is
+                # still discarded so that budgets mean the same for every plugin.
+                raise TimeoutError
+        except TimeoutError:
+            outcome = CallOutcome(plugin=impl.plugin, ok=False, reason="timeout")
+            log.warning(
+                "plugin %s exceeded its %.0f ms budget in %s", impl.plugin, budget * 1000, hook
+            )
+        except Exception as exc:
+            outcome = CallOutcome(plugin=impl.plugin, ok=False, reason="error")
+            log.exception("plugin %s raised in %s: %s", impl.plugin, hook, exc)
+        elapsed = time.perf_counter() - started
+        self.metrics.plugin_seconds.labels(impl.plugin, hook).observe(elapsed)
+        if not outcome.ok:
+            self.metrics.plugin_failures.labels(impl.plugin, hook, outcome.reason).inc()
+        if trace is not None:
+            entry: dict[str, Any] = {
+                "hook": hook.removeprefix("journeygate_"),
+                "plugin": impl.plugin,
+                "ms": round(elapsed * 1000, 3),
+                "outcome": "ok" if outcome.ok else outcome.reason,
+            }
+            if slot is not None:
+                entry["slot"] = slot
+            trace.append(entry)
+        return outcome
+
+    async def call_first(
+        self,
+        hook: str,
+        kwargs: Mapping[str, Any],
+        trace: list[dict[str, Any]] | None,
+        accept: Callable[[Any], Any] = lambda result: result,
+        only: str | None = None,
+        slot: str | None = None,
+        deadline: float | None = None,
+    ) -> tuple[Any, str | None, list[str]]:
+        """Await implementations in call order until ``accept(result)`` is truthy.
+
+        Returns the accepted value, the plugin that produced it, and the reasons of the plugins
+        that failed before it (``"name: timeout"``). ``only`` restricts the call to one plugin
+        and the fallback. Once ``deadline`` has passed only the fallback is still asked, and it
+        is asked without a deadline so that a slot is never left empty.
+        """
+        failures: list[str] = []
+        for impl in self._impls[hook]:
+            is_fallback = impl.plugin == FALLBACK_PLUGIN
+            if only is not None and impl.plugin not in (only, FALLBACK_PLUGIN):
+                continue
+            if deadline is not None and not is_fallback and time.perf_counter() >= deadline:
+                failures.append(f"{impl.plugin}: deadline")
+                continue
+            outcome = await self.call(
+                impl, hook, kwargs, trace, slot, None if is_fallback else deadline
+            )
+            if not outcome.ok:
+                failures.append(f"{impl.plugin}: {outcome.reason}")
+                continue
+            accepted = accept(outcome.result) if outcome.result is not None else None
+            if accepted:
+                return accepted, impl.plugin, failures
+        return None, None, failures
+
+    async def call_all(
+        self,
+        hook: str,
+        kwargs: Mapping[str, Any],
+        trace: list[dict[str, Any]] | None,
+        slot: str | None = None,
+    ) -> list[CallOutcome]:
+        """Run every implementation concurrently; outcomes come back in call order."""
+        impls = self._impls[hook]
+        if not impls:
+            return []
+        return list(await asyncio.gather(*(self.call(i, hook, kwargs, trace, slot) for i in impls)))
+
+    # -- one decision -----------------------------------------------------------------------
+
+    async def load_visitor(self, request: DecideRequest) -> StoredVisitor:
+        """The stored state, or an empty one when the store is down (the decision goes on)."""
+        page = request.context.page
+        page_view = page.product_id if self.config.decide.record_page_views else None
+        try:
+            return await self.store.load_visitor(request.visitor_id, request.session_id, page_view)
+        except StoreUnavailable as exc:
+            self.metrics.store_errors.labels("load_visitor").inc()
+            log.warning("profile store unavailable, deciding without a profile: %s", exc)
+            return StoredVisitor(store_available=False)
+
+    async def decide(self, request: DecideRequest) -> Decision:
+        started = time.perf_counter()
+        deadline = started + self.config.decide.deadline_ms / 1000
+        trace: list[dict[str, Any]] | None = [] if request.explain else None
+        stored = await self.load_visitor(request)
+        context = DecisionContext(
+            decision_id=uuid.uuid4().hex,
+            request=request,
+            stored=stored,
+            visitor=_state_from_profile(stored.profile),
+        )
+        context = await self._enrich(context, trace)
+        blocks = list(
+            await asyncio.gather(
+                *(self._answer(context, slot, trace, deadline) for slot in request.slots)
+            )
+        )
+        decision = Decision(context=context, blocks=blocks, trace=trace or [], started=started)
+        decision.duration_ms = (time.perf_counter() - started) * 1000
+        if self._impls["journeygate_observe_decision"]:
+            task = asyncio.create_task(self._observe(context, blocks))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return decision
+
+    async def _enrich(
+        self, context: DecisionContext, trace: list[dict[str, Any]] | None
+    ) -> DecisionContext:
+        outcomes = await self.call_all("journeygate_enrich_visitor", {"context": context}, trace)
+        merged: dict[str, Any] = {}
+        explanations: dict[str, Any] = {}
+        # The plugin called first wins a contested key, so apply the others before it.
+        for outcome in reversed(outcomes):
+            if outcome.ok and isinstance(outcome.result, Mapping):
+                result = dict(outcome.result)
+                if "explain" in result:
+                    explanations[outcome.plugin] = result.pop("explain")
+                merged.update(result)
+        if not merged:
+            return context
+        state = context.visitor
+        attributes = dict(state.attributes)
+        attributes.update({k: v for k, v in merged.items() if k not in VISITOR_FIELDS})
+        state = dataclasses.replace(
+            state,
+            **{k: merged[k] for k in VISITOR_FIELDS if k in merged},
+            attributes=attributes,
+        )
+        if trace is not None and explanations:
+            trace.append({"hook": "enrich_visitor", "explanations": explanations})
+        return dataclasses.replace(context, visitor=state)
+
+    async def _answer(
+        self,
+        context: DecisionContext,
+        slot: SlotRequest,
+        trace: list[dict[str, Any]] | None,
+        deadline: float,
+    ) -> Block:
+        kwargs = {"context": context, "slot": slot}
+        if slot.kind == "offer":
+            offer, plugin, failures = await self.call_first(
+                "journeygate_choose_offer",
+                kwargs,
+                trace,
+                accept=lambda result: result if isinstance(result, Offer) else None,
+                only=slot.plugin,
+                slot=slot.id,
+                deadline=deadline,
+            )
+            block = Block(slot=slot, source=plugin or FALLBACK_PLUGIN, offer=offer)
+        else:
+            items, plugin, failures = await self.call_first(
+                "journeygate_candidates",
+                kwargs,
+                trace,
+                accept=lambda result: self.resolve_items(context, slot, result),
+                only=slot.plugin,
+                slot=slot.id,
+                deadline=deadline,
+            )
+            block = Block(slot=slot, source=plugin or FALLBACK_PLUGIN, items=items or [])
+        if block.source == FALLBACK_PLUGIN:
+            block.personalized = False
+            if failures:
+                block.fallback_reason = "; ".join(failures)
+                self.metrics.fallback_blocks.labels(slot.kind).inc()
+        await self._postprocess(context, block, trace)
+        html, _, _ = await self.call_first(
+            "journeygate_render_block",
+            {"context": context, "block": block, "renderer": self.renderer},
+            trace,
+            accept=lambda result: result if isinstance(result, str) else None,
+            slot=slot.id,
+        )
+        block.html = html or ""
+        return block
+
+    async def _postprocess(
+        self, context: DecisionContext, block: Block, trace: list[dict[str, Any]] | None
+    ) -> None:
+        for impl in self._impls["journeygate_postprocess_block"]:
+            saved_items, saved_offer = [dict(item) for item in block.items], block.offer
+            outcome = await self.call(
+                impl,
+                "journeygate_postprocess_block",
+                {"context": context, "block": block},
+                trace,
+                block.slot.id,
+            )
+            if not outcome.ok:
+                block.items, block.offer = saved_items, saved_offer
+
+    async def _observe(self, context: DecisionContext, blocks: Sequence[Block]) -> None:
+        await self.call_all(
+            "journeygate_observe_decision", {"context": context, "blocks": blocks}, None
+        )
+
+    def resolve_items(
+        self, context: DecisionContext, slot: SlotRequest, candidates: Sequence[Candidate]
+    ) -> list[dict[str, Any]]:
+        """Turn candidates into JSON items: known, available products only, no duplicates,
+        nothing already in the cart or on the page, at most ``slot.limit``."""
+        excluded = set(context.context.cart_product_ids)
+        if context.context.page.product_id:
+            excluded.add(context.context.page.product_id)
+        url_pattern = self.config.catalog.product_url
+        currency = self.config.catalog.currency
+        items: list[dict[str, Any]] = []
+        for candidate in candidates:
+            if not isinstance(candidate, Candidate):
+                continue
+            product = self.catalog.get(candidate.product_id)
+            if product is None or not product.available or product.product_id in excluded:
+                continue
+            excluded.add(product.product_id)
+            item: dict[str, Any] = {
+                "product_id": product.product_id,
+                "title": product.title,
+                "price": product.price,
+                "currency": currency,
+                "category": product.category,
+                "url": url_pattern.format(product_id=product.product_id),
+                "score": round(float(candidate.score), 6),
+            }
+            if candidate.reason:
+                item["reason"] = candidate.reason
+            items.append(item)
+            if len(items) >= slot.limit:
+                break
+        return items
+
+
+async def _await_maybe(value: Any) -> Any:
+    """Await ``value`` when a hook implementation returned an awaitable."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+def _state_from_profile(profile: Mapping[str, Any]) -> VisitorState:
+    """The stored profile's own view of the visitor, which enrich plugins may refine."""
+    values = {name: profile.get(name) for name in VISITOR_FIELDS}
+    sentiment = values["sentiment"]
+    return VisitorState(
+        stage=values["stage"],
+        intent=values["intent"],
+        segment=values["segment"],
+        sentiment=float(sentiment) if isinstance(sentiment, int | float) else None,
+    )

@@ -1,0 +1,9 @@
+"""Profile storage: the visitor's stored profile, view history and sessions.
+
+Two implementations share one contract (:class:`ProfileStore`): Redis for production and an
+in-process store as the embedded default when no Redis URL is configured.
+"""
+
+from journeygate.store.base import ProfileStore, StoreUnavailable, open_store
+
+__all__ = ["ProfileStore", "StoreUnavailable", "open_store"]

@@ -1,0 +1,19 @@
+"""HTTP handlers, one module per area; :func:`add_routes` wires them into an application."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from journeygate.views import admin, decide, demo, ops
+
+
+def add_routes(app: web.Application, with_demo: bool) -> None:
+    app.router.add_post("/v1/decide", decide.decide)
+    app.router.add_get("/v1/blocks/{slot}", decide.block_fragment)
+    app.router.add_get("/v1/admin/plugins", admin.plugins)
+    app.router.add_get("/healthz", ops.healthz)
+    app.router.add_get("/readyz", ops.readyz)
+    app.router.add_get("/metrics", ops.metrics)
+    app.router.add_get("/openapi.json", ops.openapi)
+    if with_demo:
+        demo.add_routes(app)
