@@ -137,6 +137,8 @@ def journeygate_postprocess_block(context: DecisionContext, block: Block) -> Awa
     (a list of JSON-ready dicts) or ``block.offer`` in place. A failing implementation's
     changes are discarded.
 
+    :param context: the enriched decision context.
+    :param block: the answered block (``block.source`` names the plugin that answered).
     :returns: nothing. All implementations are called. May be async.
     """
 
@@ -150,6 +152,8 @@ def journeygate_render_block(
     When: once per block, last. The built-in renderer (called last) uses the Jinja2 template
     of the block's kind, or ``slot.template`` when the page names one.
 
+    :param context: the enriched decision context.
+    :param block: the block, post-processed.
     :param renderer: the template environment (autoescaping on); ``renderer.render(name,
         **values)`` renders a template a deployment may override.
     :returns: the HTML as a string, or None. *First non-None result wins.* Anything returned
@@ -166,6 +170,7 @@ def journeygate_observe_decision(
     When: after the answer was built, off the request's critical path (the response does not
     wait for it). Each implementation runs under its time budget.
 
+    :param context: the decision context the blocks were chosen with.
     :param blocks: the blocks exactly as they were sent.
     :returns: nothing. All implementations are called. May be async.
     """

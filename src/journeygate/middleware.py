@@ -66,8 +66,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except GatewayError as error:
         return error_response(error)
-    except web.HTTPRequestEntityTooLarge as exc:
-        return error_response(PayloadTooLarge(f"request body exceeds {exc.max_size} bytes"))
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[appkeys.CONFIG].server.max_body_bytes
+        return error_response(PayloadTooLarge(f"request body exceeds {limit} bytes"))
     except web.HTTPNotFound:
         return error_response(NotFound(f"no route for {request.method} {request.path}"))
     except web.HTTPMethodNotAllowed as exc:

@@ -68,8 +68,9 @@ def build_plugin_manager(
 ) -> pluggy.PluginManager:
     """Create the plugin manager for one gateway process.
 
-    Plugins are called in the order given by ``[plugins] order``, then the remaining ones by
-    name; ``extra_plugins`` (used by tests and embedding code) come first of all. A plugin
+    Plugins are called in the order given by ``[plugins] order``, then ``extra_plugins``
+    (used by tests and embedding code) in the order given, then the remaining installed ones
+    by name. A plugin
     with ``[plugin.NAME] enabled = false`` is not registered.
     """
     pm = pluggy.PluginManager(PROJECT_NAME)
@@ -92,8 +93,8 @@ def build_plugin_manager(
         if name not in known:
             raise ConfigError(f"plugin.{name}: no such plugin is installed")
 
-    preferred = [name for name, _ in extra_plugins] + [
-        name for name in config.plugins.order if name not in dict(extra_plugins)
+    preferred = list(config.plugins.order) + [
+        name for name, _ in extra_plugins if name not in config.plugins.order
     ]
     ordered = preferred + sorted(set(installed) - set(preferred))
     # pluggy calls the most recently registered plugin first.

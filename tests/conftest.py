@@ -1,0 +1,149 @@
+"""Shared fixtures: a real redis-server, the catalog built from the bundled sample, and a
+factory for gateway test clients (real aiohttp server, real plugin manager)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from aiohttp.test_utils import TestClient
+
+from journeygate.app import create_app
+from journeygate.catalog import build_catalog_file
+from journeygate.config import PROJECT_ROOT, AppConfig, load_config
+from journeygate.registry import build_plugin_manager
+
+SAMPLE = PROJECT_ROOT / "data" / "sample" / "online_retail_sample.csv.gz"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis: ``REDIS_URL`` when set, else a private ``redis-server`` on a free port."""
+    import os
+
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.fail("redis-server is not installed and REDIS_URL is not set")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                process.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.05)
+    client.close()
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def catalog_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The catalog built from the bundled Online Retail sample, once per test session."""
+    path = tmp_path_factory.mktemp("catalog") / "catalog.csv"
+    build_catalog_file(SAMPLE, path)
+    return path
+
+
+@pytest.fixture
+def visitor_id() -> str:
+    """A fresh visitor id, so tests never see each other's data in a shared Redis."""
+    return f"t-{uuid.uuid4().hex[:16]}"
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+@pytest.fixture
+def make_config(catalog_path: Path) -> Callable[..., AppConfig]:
+    """Config from the bundled TOML with the test catalog; keyword overrides per section."""
+
+    def factory(**overrides: Any) -> AppConfig:
+        base: dict[str, Any] = {
+            "catalog": {"path": str(catalog_path)},
+            "plugins": {"load_entrypoints": False},
+            "server": {"api_keys": ["test-admin-key"], "cors_origins": ["https://shop.example"]},
+        }
+        return load_config(environ={}, overrides=merge(base, overrides))
+
+    return factory
+
+
+GatewayFactory = Callable[..., Awaitable[TestClient]]
+
+
+@pytest.fixture
+def gateway(
+    aiohttp_client: Callable[..., Awaitable[TestClient]],
+    make_config: Callable[..., AppConfig],
+) -> GatewayFactory:
+    """Start a real gateway: ``await gateway(extra_plugins=[("name", obj)], store={...})``;
+    keyword arguments other than these two override config sections."""
+
+    async def factory(
+        extra_plugins: tuple[tuple[str, object], ...] | list[tuple[str, object]] = (),
+        load_entrypoints: bool = False,
+        **overrides: Any,
+    ) -> TestClient:
+        config = make_config(**overrides)
+        pm = build_plugin_manager(
+            config, load_entrypoints=load_entrypoints, extra_plugins=tuple(extra_plugins)
+        )
+        return await aiohttp_client(create_app(config, plugin_manager=pm))
+
+    return factory

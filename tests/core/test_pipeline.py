@@ -1,0 +1,345 @@
+"""The pipeline through real decisions: budgets, isolation, ordering, offloading, merging."""
+
+import asyncio
+import threading
+import time
+
+from journeygate import hookimpl, offload
+from journeygate.model import Candidate, Offer
+
+PRODUCT_PAGE = {"page": {"type": "product", "product_id": "85123A"}}
+
+
+def decide_body(*slots, explain=True, visitor_id="v-pipe", context=None):
+    return {
+        "visitor_id": visitor_id,
+        "session_id": "s-pipe",
+        "context": context or PRODUCT_PAGE,
+        "slots": list(slots) or [{"id": "recs", "kind": "recommendations", "limit": 4}],
+        "explain": explain,
+    }
+
+
+async def decide(client, body):
+    response = await client.post("/v1/decide", json=body)
+    assert response.status == 200, await response.text()
+    return await response.json()
+
+
+class Picks:
+    """Answers strategy `picks` with fixed products."""
+
+    def __init__(self, products=("22423", "84879", "47566", "20725", "22720")):
+        self.products = products
+
+    @hookimpl
+    def journeygate_slot_strategies(self):
+        return ["picks"]
+
+    @hookimpl
+    def journeygate_candidates(self, slot):
+        if slot.strategy != "picks":
+            return None
+        return [
+            Candidate(p, score=1.0 / (i + 1), reason="picked") for i, p in enumerate(self.products)
+        ]
+
+
+class SlowPicks(Picks):
+    @hookimpl
+    async def journeygate_candidates(self, slot):
+        await asyncio.sleep(2)
+        return [Candidate("22423")]
+
+
+class CrashingPicks(Picks):
+    @hookimpl
+    def journeygate_candidates(self, slot):
+        raise RuntimeError("model file is corrupt")
+
+
+class BlockingPicks(Picks):
+    """A synchronous plugin that overruns: it cannot be interrupted, but its answer is dropped."""
+
+    @hookimpl
+    def journeygate_candidates(self, slot):
+        time.sleep(0.08)
+        return [Candidate("22423")]
+
+
+PICKS_SLOT = {"id": "picks", "kind": "recommendations", "strategy": "picks", "limit": 3}
+
+
+async def test_plugin_answer_is_resolved_against_the_catalog(gateway):
+    client = await gateway(
+        extra_plugins=[("picks", Picks(products=("22423", "NOPE", "85123A", "84879")))]
+    )
+    body = await decide(client, decide_body(PICKS_SLOT))
+    (block,) = body["blocks"]
+    assert block["source"] == "picks"
+    # Unknown products and the product on the page are dropped; titles come from the catalog.
+    assert [item["product_id"] for item in block["items"]] == ["22423", "84879"]
+    assert block["items"][0]["title"] == "Regency Cakestand 3 Tier"
+    assert block["items"][0]["reason"] == "picked"
+
+
+async def test_cart_items_are_not_recommended(gateway):
+    client = await gateway(extra_plugins=[("picks", Picks())])
+    context = {**PRODUCT_PAGE, "cart": {"items": [{"product_id": "22423", "quantity": 2}]}}
+    body = await decide(client, decide_body(PICKS_SLOT, context=context))
+    assert "22423" not in [item["product_id"] for item in body["blocks"][0]["items"]]
+
+
+async def test_slow_plugin_is_cut_off_and_the_fallback_answers(gateway):
+    client = await gateway(
+        extra_plugins=[("slow", SlowPicks())], plugin={"slow": {"budget_ms": 30}}
+    )
+    started = time.perf_counter()
+    body = await decide(client, decide_body({**PICKS_SLOT, "limit": 5}))
+    assert time.perf_counter() - started < 1.0
+    (block,) = body["blocks"]
+    assert block["source"] == "fallback"
+    assert block["fallback_reason"] == "slow: timeout"
+    assert len(block["items"]) == 5
+    calls = [c for c in body["explain"]["calls"] if c.get("plugin") == "slow"]
+    assert calls[0]["outcome"] == "timeout"
+    metrics = await (await client.get("/metrics")).text()
+    failures = 'journeygate_plugin_failures_total{hook="journeygate_candidates",plugin="slow"'
+    assert f'{failures},reason="timeout"}} 1.0' in metrics
+    assert 'journeygate_fallback_blocks_total{kind="recommendations"} 1.0' in metrics
+
+
+async def test_crashing_plugin_is_isolated(gateway):
+    client = await gateway(extra_plugins=[("crash", CrashingPicks())])
+    for _ in range(3):
+        body = await decide(client, decide_body(PICKS_SLOT))
+        assert body["blocks"][0]["source"] == "fallback"
+        assert body["blocks"][0]["fallback_reason"] == "crash: error"
+    metrics = await (await client.get("/metrics")).text()
+    assert 'plugin="crash",reason="error"} 3.0' in metrics
+
+
+async def test_overrunning_sync_plugin_answer_is_discarded(gateway):
+    client = await gateway(
+        extra_plugins=[("blocking", BlockingPicks())], plugin={"blocking": {"budget_ms": 20}}
+    )
+    body = await decide(client, decide_body(PICKS_SLOT))
+    assert body["blocks"][0]["source"] == "fallback"
+    assert body["blocks"][0]["fallback_reason"] == "blocking: timeout"
+
+
+async def test_decision_deadline_skips_remaining_plugins(gateway):
+    client = await gateway(
+        extra_plugins=[("slow", SlowPicks()), ("picks", Picks())],
+        decide={"deadline_ms": 40},
+        plugin={"slow": {"budget_ms": 1000}},
+    )
+    started = time.perf_counter()
+    body = await decide(client, decide_body(PICKS_SLOT))
+    assert time.perf_counter() - started < 0.5
+    block = body["blocks"][0]
+    assert block["source"] == "fallback"
+    assert block["fallback_reason"] == "slow: timeout; picks: deadline"
+
+
+class OffloadedPicks(Picks):
+    def __init__(self):
+        super().__init__()
+        self.threads = []
+
+    @hookimpl
+    @offload
+    def journeygate_candidates(self, slot):
+        self.threads.append(threading.current_thread().name)
+        return [Candidate("22423", score=0.5)]
+
+
+async def test_offloaded_plugin_runs_in_the_executor(gateway):
+    plugin = OffloadedPicks()
+    client = await gateway(extra_plugins=[("offloaded", plugin)])
+    body = await decide(client, decide_body(PICKS_SLOT))
+    assert body["blocks"][0]["source"] == "offloaded"
+    assert plugin.threads and all(name.startswith("jg-plugin") for name in plugin.threads)
+
+
+async def test_first_registered_plugin_wins_and_order_config_changes_it(gateway):
+    first, second = Picks(products=("22423",)), Picks(products=("84879",))
+    client = await gateway(extra_plugins=[("first", first), ("second", second)])
+    body = await decide(client, decide_body(PICKS_SLOT))
+    assert body["blocks"][0]["source"] == "first"
+    client = await gateway(
+        extra_plugins=[("first", first), ("second", second)],
+        plugins={"order": ["second"]},
+    )
+    body = await decide(client, decide_body(PICKS_SLOT))
+    assert body["blocks"][0]["source"] == "second"
+    body = await decide(client, decide_body({**PICKS_SLOT, "plugin": "first"}))
+    assert body["blocks"][0]["source"] == "first"
+
+
+class StageScorer:
+    @hookimpl
+    def journeygate_enrich_visitor(self, context):
+        stage = "decision" if context.context.cart else "consideration"
+        return {
+            "stage": stage,
+            "intent": "comparing",
+            "explain": {"cart_items": len(context.context.cart)},
+        }
+
+
+class SegmentScorer:
+    @hookimpl
+    async def journeygate_enrich_visitor(self, context):
+        await asyncio.sleep(0)
+        return {
+            "segment": "gift-buyer",
+            "stage": "awareness",
+            "pages_seen": context.stored.session_pages,
+        }
+
+
+async def test_enrichment_merges_all_plugins_first_called_wins(gateway):
+    client = await gateway(extra_plugins=[("stage", StageScorer()), ("segment", SegmentScorer())])
+    body = await decide(client, decide_body({"id": "hero", "kind": "offer"}))
+    assert body["visitor"]["stage"] == "consideration"  # both set it; `stage` is called first
+    assert body["visitor"]["segment"] == "gift-buyer"
+    assert body["visitor"]["intent"] == "comparing"
+    assert body["visitor"]["pages_seen"] == 0
+    explained = [c for c in body["explain"]["calls"] if "explanations" in c]
+    assert explained[0]["explanations"] == {"stage": {"cart_items": 0}}
+
+
+async def test_stored_profile_seeds_the_visitor_state(gateway, redis_url, visitor_id):
+    from journeygate.config import StoreConfig
+    from journeygate.store import open_store
+
+    store = open_store(StoreConfig(redis_url=redis_url), "redis")
+    await store.update_profile(visitor_id, {"segment": "wholesale", "sentiment": 0.4})
+    await store.close()
+    client = await gateway(store={"redis_url": redis_url})
+    body = await decide(client, decide_body({"id": "hero", "kind": "offer"}, visitor_id=visitor_id))
+    assert body["visitor"]["segment"] == "wholesale"
+    assert body["visitor"]["sentiment"] == 0.4
+
+
+class SeasonalOffer:
+    @hookimpl
+    def journeygate_choose_offer(self, context, slot):
+        if context.context.cart_value > 50:
+            return Offer(id="bundle-10", title="10% off bundles", reason="cart over £50")
+        return None
+
+
+async def test_offer_plugin_or_default_offer(gateway):
+    client = await gateway(extra_plugins=[("offers", SeasonalOffer())])
+    slot = {"id": "hero", "kind": "offer"}
+    big_cart = {"cart": {"items": [{"product_id": "22423", "quantity": 5, "price": 12.75}]}}
+    body = await decide(client, decide_body(slot, context=big_cart))
+    assert body["blocks"][0]["source"] == "offers"
+    assert body["blocks"][0]["offer"]["id"] == "bundle-10"
+    assert 'data-jg-offer="bundle-10"' in body["blocks"][0]["html"]
+    body = await decide(client, decide_body(slot))
+    assert body["blocks"][0]["source"] == "fallback"
+    assert body["blocks"][0]["offer"]["id"] == "free-delivery"
+    assert "fallback_reason" not in body["blocks"][0]
+
+
+class Badger:
+    @hookimpl
+    async def journeygate_postprocess_block(self, block):
+        for item in block.items:
+            item["badge"] = "new"
+
+
+class BrokenPostprocessor:
+    @hookimpl(tryfirst=True)
+    def journeygate_postprocess_block(self, block):
+        block.items.clear()
+        raise ValueError("half-way through")
+
+
+async def test_postprocess_changes_apply_and_failed_changes_are_rolled_back(gateway):
+    client = await gateway(extra_plugins=[("badger", Badger()), ("broken", BrokenPostprocessor())])
+    body = await decide(client, decide_body())
+    items = body["blocks"][0]["items"]
+    assert len(items) == 4
+    assert all(item["badge"] == "new" for item in items)
+
+
+class PlainRenderer:
+    @hookimpl
+    def journeygate_render_block(self, block, renderer):
+        if block.slot.kind != "recommendations":
+            return None
+        return renderer.render(
+            "list", block=block, slot=block.slot, items=block.items, decision_id="d"
+        )
+
+
+async def test_render_hook_first_result_wins(gateway):
+    client = await gateway(extra_plugins=[("plain", PlainRenderer())])
+    body = await decide(
+        client, decide_body({"id": "r", "kind": "recommendations"}, {"id": "o", "kind": "offer"})
+    )
+    assert body["blocks"][0]["html"].startswith('<ol class="jg-block jg-list"')
+    assert body["blocks"][1]["html"].startswith('<aside class="jg-block jg-offer"')
+
+
+class Observer:
+    def __init__(self):
+        self.seen = []
+        self.done = asyncio.Event()
+
+    @hookimpl
+    async def journeygate_observe_decision(self, context, blocks):
+        self.seen.append((context.decision_id, [b.slot.id for b in blocks]))
+        self.done.set()
+
+
+async def test_observers_see_each_served_decision(gateway):
+    observer = Observer()
+    client = await gateway(extra_plugins=[("observer", observer)])
+    body = await decide(client, decide_body())
+    await asyncio.wait_for(observer.done.wait(), 2)
+    assert observer.seen == [(body["decision_id"], ["recs"])]
+
+
+class Lifecycle:
+    def __init__(self):
+        self.events = []
+
+    @hookimpl
+    async def journeygate_startup(self, config, catalog):
+        self.events.append(("startup", len(catalog)))
+
+    @hookimpl
+    def journeygate_shutdown(self):
+        self.events.append(("shutdown",))
+
+
+async def test_startup_and_shutdown_hooks(gateway):
+    plugin = Lifecycle()
+    client = await gateway(extra_plugins=[("life", plugin)])
+    assert plugin.events[0][0] == "startup" and plugin.events[0][1] > 3000
+    await client.close()
+    assert plugin.events[-1] == ("shutdown",)
+
+
+class BrokenStartup:
+    @hookimpl
+    def journeygate_startup(self):
+        raise FileNotFoundError("model.npz")
+
+    @hookimpl
+    def journeygate_candidates(self):
+        raise AssertionError("never called: the plugin was unregistered")
+
+
+async def test_failed_startup_unregisters_plugin_and_readyz_reports_it(gateway):
+    client = await gateway(extra_plugins=[("broken", BrokenStartup())])
+    ready = await client.get("/readyz")
+    assert ready.status == 503
+    assert (await ready.json())["plugins"]["failed"] == {"broken": "FileNotFoundError: model.npz"}
+    body = await decide(client, decide_body())
+    assert body["blocks"][0]["source"] == "fallback"

@@ -1,0 +1,46 @@
+"""Redis-specific guarantees: bounded keys, one hash slot per visitor, failure as an error."""
+
+import pytest
+from redis.crc import key_slot
+
+from journeygate.config import StoreConfig
+from journeygate.store import StoreUnavailable, keys, open_store
+
+
+async def test_every_key_has_a_ttl_and_shares_the_visitor_hash_tag(
+    redis_url, redis_client, visitor_id
+):
+    store = open_store(StoreConfig(redis_url=redis_url), "redis")
+    await store.update_profile(visitor_id, {"segment": "x"})
+    await store.load_visitor(visitor_id, "s1", page_view="A")
+    await store.close()
+    found = sorted(redis_client.scan_iter(match=f"jg:{{{visitor_id}}}:*"))
+    assert found == sorted(
+        [
+            keys.profile(visitor_id),
+            keys.views(visitor_id),
+            keys.sessions(visitor_id),
+            keys.session(visitor_id, "s1"),
+            keys.session_views(visitor_id, "s1"),
+        ]
+    )
+    slots = {key_slot(key.encode()) for key in found}
+    assert len(slots) == 1
+    for key in found:
+        assert redis_client.ttl(key) > 0, key
+
+
+async def test_sessions_index_is_capped(redis_url, redis_client, visitor_id):
+    store = open_store(StoreConfig(redis_url=redis_url, history_max=3), "redis")
+    for index in range(6):
+        await store.load_visitor(visitor_id, f"s{index}")
+    await store.close()
+    assert redis_client.zrange(keys.sessions(visitor_id), 0, -1) == ["s3", "s4", "s5"]
+
+
+async def test_unreachable_redis_raises_store_unavailable_quickly():
+    store = open_store(StoreConfig(redis_url="redis://127.0.0.1:1/0", timeout_ms=100), "redis")
+    with pytest.raises(StoreUnavailable):
+        await store.load_visitor("v1", "s1", page_view="A")
+    assert await store.ping() is False
+    await store.close()

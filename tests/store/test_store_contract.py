@@ -1,0 +1,87 @@
+"""One contract, two stores: every test here runs against Redis and the in-process store."""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from journeygate.config import StoreConfig
+from journeygate.store import ProfileStore, open_store
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request, redis_url) -> AsyncIterator[ProfileStore]:
+    config = StoreConfig(
+        redis_url=redis_url, history_max=5, session_views_max=3, session_ttl_s=1, timeout_ms=500
+    )
+    store = open_store(config, request.param)
+    yield store
+    await store.close()
+
+
+async def test_unknown_visitor_is_empty(store, visitor_id):
+    state = await store.load_visitor(visitor_id, None)
+    assert state.is_new
+    assert state.profile == {} and state.recent_views == () and state.session_pages == 0
+    assert await store.get_profile(visitor_id) is None
+
+
+async def test_state_is_read_before_the_view_is_recorded(store, visitor_id):
+    first = await store.load_visitor(visitor_id, "s1", page_view="A")
+    assert first.recent_views == () and first.session_pages == 0
+    second = await store.load_visitor(visitor_id, "s1", page_view="B")
+    assert second.recent_views == ("A",)
+    assert second.session_views == ("A",)
+    assert second.session_pages == 1
+    third = await store.load_visitor(visitor_id, "s1")
+    assert third.recent_views == ("B", "A")
+    assert third.session_pages == 2
+
+
+async def test_histories_are_capped(store, visitor_id):
+    for index in range(12):
+        await store.load_visitor(visitor_id, "s1", page_view=f"P{index}")
+    state = await store.load_visitor(visitor_id, "s1")
+    assert state.recent_views == ("P11", "P10", "P9", "P8", "P7")
+    assert state.session_views == ("P11", "P10", "P9")
+
+
+async def test_sessions_are_separate_and_expire(store, visitor_id):
+    await store.load_visitor(visitor_id, "s1", page_view="A")
+    other = await store.load_visitor(visitor_id, "s2")
+    assert other.session_pages == 0 and other.session_views == ()
+    assert other.recent_views == ("A",)
+    await asyncio.sleep(2.1)  # session_ttl_s = 1
+    expired = await store.load_visitor(visitor_id, "s1")
+    assert expired.session_pages == 0 and expired.session_views == ()
+    assert expired.recent_views == ("A",)
+
+
+async def test_profile_fields_round_trip_as_json(store, visitor_id):
+    await store.update_profile(visitor_id, {"segment": "wholesale", "sentiment": 0.25})
+    await store.update_profile(visitor_id, {"consents": {"email": True}, "sentiment": -0.5})
+    profile = await store.get_profile(visitor_id)
+    assert profile == {"segment": "wholesale", "sentiment": -0.5, "consents": {"email": True}}
+    state = await store.load_visitor(visitor_id, None)
+    assert state.profile == profile
+
+
+async def test_returned_profile_is_a_copy(store, visitor_id):
+    await store.update_profile(visitor_id, {"consents": {"email": True}})
+    profile = await store.get_profile(visitor_id)
+    profile["consents"]["email"] = False
+    assert (await store.get_profile(visitor_id))["consents"] == {"email": True}
+
+
+async def test_delete_visitor_erases_everything(store, visitor_id):
+    await store.update_profile(visitor_id, {"segment": "x"})
+    await store.load_visitor(visitor_id, "s1", page_view="A")
+    await store.load_visitor(visitor_id, "s2", page_view="B")
+    assert await store.delete_visitor(visitor_id) is True
+    state = await store.load_visitor(visitor_id, "s1")
+    assert state.profile == {} and state.recent_views == () and state.session_pages == 0
+    assert await store.delete_visitor(f"{visitor_id}-never-seen") is False
+
+
+async def test_ping(store):
+    assert await store.ping() is True
