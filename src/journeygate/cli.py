@@ -15,6 +15,7 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 
+import pluggy
 from aiohttp import web
 
 from journeygate import __version__
@@ -24,6 +25,17 @@ from journeygate.config import AppConfig, ConfigError, load_config
 log = logging.getLogger("journeygate")
 
 Command = Callable[[argparse.Namespace, AppConfig], int]
+
+
+def _plugin_manager_for_commands(config_path: str | None) -> pluggy.PluginManager | None:
+    """The installed plugins, so they can add subcommands; None when the config is broken
+    (the command that runs then reports the config error itself)."""
+    from journeygate.registry import build_plugin_manager
+
+    try:
+        return build_plugin_manager(load_config(config_path))
+    except ConfigError:
+        return None
 
 
 def _serve(args: argparse.Namespace, config: AppConfig) -> int:
@@ -103,7 +115,8 @@ def _prepare(args: argparse.Namespace, config: AppConfig) -> int:
     return 0
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
+def build_parser(pm: pluggy.PluginManager | None = None) -> argparse.ArgumentParser:
+    """The command line: built-in subcommands plus those the plugins in ``pm`` register."""
     parser = argparse.ArgumentParser(prog="journeygate", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"journeygate {__version__}")
     parser.add_argument("--config", help="TOML config file (default: config/journeygate.toml)")
@@ -120,11 +133,18 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     prepare = sub.add_parser("prepare", help="build the product catalog from interaction data")
     prepare.add_argument("--source", help="Online Retail file (default: the bundled sample)")
     prepare.add_argument("--force", action="store_true", help="rebuild an existing catalog")
-    return parser, {"serve": _serve, "plugins": _plugins, "prepare": _prepare}
+    for name, handler in (("serve", _serve), ("plugins", _plugins), ("prepare", _prepare)):
+        sub.choices[name].set_defaults(handler=handler)
+    if pm is not None:
+        pm.hook.journeygate_register_commands(subparsers=sub)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser, commands = build_parser()
+    preparser = argparse.ArgumentParser(add_help=False)
+    preparser.add_argument("--config")
+    known, _ = preparser.parse_known_args(argv)
+    parser = build_parser(_plugin_manager_for_commands(known.config))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -140,7 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         config = load_config(args.config, overrides={"server": server_overrides})
-        return commands[args.command](args, config)
+        handler: Command = args.handler
+        return handler(args, config)
     except (ConfigError, CatalogError, OSError) as exc:
         print(f"journeygate: {exc}", file=sys.stderr)
         return 2

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    import argparse
+
     from journeygate.catalog import Catalog
     from journeygate.config import AppConfig
     from journeygate.model import Block, Candidate, DecisionContext, Offer, SlotRequest
@@ -71,6 +73,22 @@ def journeygate_slot_strategies() -> Sequence[str] | None:
     no plugin declared is rejected with ``400 unknown_strategy``.
 
     :returns: a list of strategy names, or None. All results are collected. Synchronous.
+    """
+
+
+@hookspec
+def journeygate_register_commands(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """Add subcommands to the ``journeygate`` command line (``train``, ``worker``, …).
+
+    When: once when the command line is parsed, before any command runs.
+
+    :param subparsers: the ``argparse`` subparsers of ``journeygate``. Add a parser with
+        ``subparsers.add_parser(NAME, help=...)`` and set its handler with
+        ``parser.set_defaults(handler=FUNCTION)``; the handler is called as
+        ``FUNCTION(args, config)`` and returns the exit status.
+    :returns: nothing. All implementations are called. Synchronous.
     """
 
 

@@ -10,7 +10,10 @@ import urllib.request
 import pytest
 
 from conftest import free_port
-from journeygate.config import PROJECT_ROOT
+from journeygate import hookimpl
+from journeygate.cli import build_parser
+from journeygate.config import PROJECT_ROOT, load_config
+from journeygate.registry import build_plugin_manager
 
 JOURNEYGATE = [sys.executable, "-m", "journeygate.cli"]
 
@@ -105,3 +108,22 @@ def test_serve_answers_decisions(catalog_path, redis_url, workers):
         output, _ = process.communicate(timeout=20)
     assert process.returncode == 0, output
     assert f"{workers} worker" in output
+
+
+class Greeter:
+    """A plugin that adds a subcommand through the register_commands hook."""
+
+    @hookimpl
+    def journeygate_register_commands(self, subparsers):
+        greet = subparsers.add_parser("greet", help="say hello")
+        greet.add_argument("name")
+        greet.set_defaults(handler=lambda args, config: print(f"hello {args.name}") or 7)
+
+
+def test_plugins_can_register_commands(capsys):
+    pm = build_plugin_manager(load_config(environ={}), extra_plugins=(("greeter", Greeter()),))
+    parser = build_parser(pm)
+    args = parser.parse_args(["greet", "world"])
+    assert args.handler(args, None) == 7
+    assert capsys.readouterr().out == "hello world\n"
+    assert "greet" in parser.format_help()
