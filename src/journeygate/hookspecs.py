@@ -19,6 +19,7 @@ and finally to the built-in fallback, so a request never fails because of a plug
 from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
+from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -40,7 +41,9 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 
 
 @hookspec
-def journeygate_startup(config: AppConfig, catalog: Catalog) -> Awaitable[None] | None:
+def journeygate_startup(
+    config: AppConfig, catalog: Catalog, executor: Executor
+) -> Awaitable[None] | None:
     """Prepare the plugin: load models, open connections, read its own settings.
 
     When: once per gateway process, after the profile store and the catalog are open and
@@ -50,6 +53,8 @@ def journeygate_startup(config: AppConfig, catalog: Catalog) -> Awaitable[None] 
     :param config: the whole application config; a plugin reads its own section with
         ``config.plugin_config("NAME").settings``.
     :param catalog: the product catalog loaded for this process.
+    :param executor: the gateway's thread pool for CPU-heavy work (model loading, scoring);
+        use it with ``loop.run_in_executor`` so the event loop never blocks.
     :returns: nothing. All implementations are called, in call order. May be async.
     """
 

@@ -130,7 +130,10 @@ class Pipeline:
         for impl in self._prepare("journeygate_startup"):
             try:
                 await _await_maybe(
-                    self._invoke(impl, {"config": self.config, "catalog": self.catalog})
+                    self._invoke(
+                        impl,
+                        {"config": self.config, "catalog": self.catalog, "executor": self.executor},
+                    )
                 )
             except Exception as exc:
                 log.exception("plugin %s failed to start; it is disabled", impl.plugin)
