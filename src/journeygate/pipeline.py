@@ -311,9 +311,10 @@ class Pipeline:
             visitor=_state_from_profile(stored.profile),
         )
         context = await self._enrich(context, trace)
+        shown: set[str] = set()
         blocks = list(
             await asyncio.gather(
-                *(self._answer(context, slot, trace, deadline) for slot in request.slots)
+                *(self._answer(context, slot, trace, deadline, shown) for slot in request.slots)
             )
         )
         decision = Decision(context=context, blocks=blocks, trace=trace or [], started=started)
@@ -357,6 +358,7 @@ class Pipeline:
         slot: SlotRequest,
         trace: list[dict[str, Any]] | None,
         deadline: float,
+        shown: set[str],
     ) -> Block:
         kwargs = {"context": context, "slot": slot}
         if slot.kind == "offer":
@@ -375,7 +377,7 @@ class Pipeline:
                 "journeygate_candidates",
                 kwargs,
                 trace,
-                accept=lambda result: self.resolve_items(context, slot, result),
+                accept=lambda result: self.resolve_items(context, slot, result, shown),
                 only=slot.plugin,
                 slot=slot.id,
                 deadline=deadline,
@@ -418,11 +420,17 @@ class Pipeline:
         )
 
     def resolve_items(
-        self, context: DecisionContext, slot: SlotRequest, candidates: Sequence[Candidate]
+        self,
+        context: DecisionContext,
+        slot: SlotRequest,
+        candidates: Sequence[Candidate],
+        shown: set[str],
     ) -> list[dict[str, Any]]:
-        """Turn candidates into JSON items: known, available products only, no duplicates,
-        nothing already in the cart or on the page, at most ``slot.limit``."""
-        excluded = set(context.context.cart_product_ids)
+        """Turn candidates into JSON items: known, available products only, nothing already
+        in the cart, on the page or in another block of this page (``shown``, which this
+        updates; slots claim products in the order their answers arrive), at most
+        ``slot.limit``."""
+        excluded = set(context.context.cart_product_ids) | shown
         if context.context.page.product_id:
             excluded.add(context.context.page.product_id)
         url_pattern = self.config.catalog.product_url
@@ -449,6 +457,7 @@ class Pipeline:
             items.append(item)
             if len(items) >= slot.limit:
                 break
+        shown.update(item["product_id"] for item in items)
         return items
 
 

@@ -343,3 +343,22 @@ async def test_failed_startup_unregisters_plugin_and_readyz_reports_it(gateway):
     assert (await ready.json())["plugins"]["failed"] == {"broken": "FileNotFoundError: model.npz"}
     body = await decide(client, decide_body())
     assert body["blocks"][0]["source"] == "fallback"
+
+
+async def test_blocks_of_one_page_do_not_repeat_products(gateway):
+    client = await gateway(extra_plugins=[("picks", Picks())])
+    body = await decide(
+        client,
+        decide_body(
+            {"id": "a", "kind": "recommendations", "strategy": "picks", "limit": 2},
+            {"id": "b", "kind": "recommendations", "strategy": "picks", "limit": 2},
+            {"id": "c", "kind": "recommendations", "limit": 6},
+        ),
+    )
+    ids = [item["product_id"] for block in body["blocks"] for item in block["items"]]
+    assert len(ids) == 10 and len(set(ids)) == 10
+    assert {b["slot"]: b["source"] for b in body["blocks"]} == {
+        "a": "picks",
+        "b": "picks",
+        "c": "fallback",
+    }
