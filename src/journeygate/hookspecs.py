@@ -74,10 +74,11 @@ def journeygate_shutdown() -> Awaitable[None] | None:
 def journeygate_slot_strategies() -> Sequence[str] | None:
     """Declare the recommendation strategies this plugin can answer (``similar_items``, …).
 
-    When: once at startup, after :func:`journeygate_startup`. A slot that asks for a strategy
-    no plugin declared is rejected with ``400 unknown_strategy``.
+    When: once at startup, before :func:`journeygate_startup`. A slot that asks for a strategy
+    no plugin declared is rejected with ``400 unknown_strategy``; a declared strategy whose
+    plugin failed to start is answered by the fallback.
 
-    :returns: a list of strategy names, or None. All results are collected. Synchronous.
+    :returns: a list of strategy names, or None. All results are collected. May be async.
     """
 
 
@@ -129,8 +130,10 @@ def journeygate_candidates(
 
     :param context: the enriched decision context (``context.visitor`` is filled).
     :param slot: the slot to fill: ``slot.strategy``, ``slot.limit``, ``slot.params``.
-    :returns: candidates best first (the pipeline drops unknown products and cart items and
-        cuts to ``slot.limit``), or None/empty to let the next plugin answer.
+    :returns: candidates best first, or None/empty to let the next plugin answer. The
+        pipeline drops unknown and unavailable products, the page's own product, cart items
+        and products another block of the same page already shows, then cuts to
+        ``slot.limit`` — so return more than ``slot.limit`` when you can.
         *First non-empty result wins.* May be async.
     """
 

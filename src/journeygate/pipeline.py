@@ -126,8 +126,22 @@ class Pipeline:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Call every startup hook; a plugin whose startup fails is unregistered."""
+        """Collect the declared strategies, then call every startup hook; a plugin whose
+        startup fails is unregistered. Strategies are collected first so that slots asking
+        for a failed plugin's strategy are answered by the fallback, not rejected."""
+        self.startup_failures.update(getattr(self.pm, "journeygate_load_failures", {}))
+        strategies: set[str] = set()
+        for impl in self._prepare("journeygate_slot_strategies"):
+            try:
+                declared = await _await_maybe(self._invoke(impl, {}))
+                strategies.update(str(name) for name in declared or ())
+            except Exception as exc:
+                log.exception("plugin %s failed to declare its strategies", impl.plugin)
+                self.startup_failures[impl.plugin] = f"{exc.__class__.__name__}: {exc}"
+        self.strategies = frozenset(strategies)
         for impl in self._prepare("journeygate_startup"):
+            if impl.plugin in self.startup_failures:
+                continue
             try:
                 await _await_maybe(
                     self._invoke(
@@ -138,11 +152,9 @@ class Pipeline:
             except Exception as exc:
                 log.exception("plugin %s failed to start; it is disabled", impl.plugin)
                 self.startup_failures[impl.plugin] = f"{exc.__class__.__name__}: {exc}"
-                self.pm.unregister(name=impl.plugin)
-        strategies: set[str] = set()
-        for result in self.pm.hook.journeygate_slot_strategies():
-            strategies.update(result or ())
-        self.strategies = frozenset(strategies)
+        for name in self.startup_failures:
+            if self.pm.has_plugin(name):
+                self.pm.unregister(name=name)
         self._impls = {name: self._prepare(name) for name in DECISION_HOOKS}
         self.metrics.plugins_started.set(len(self.pm.list_name_plugin()))
 
@@ -252,7 +264,7 @@ class Pipeline:
         Returns the accepted value, the plugin that produced it, and the reasons of the plugins
         that failed before it (``"name: timeout"``). ``only`` restricts the call to one plugin
         and the fallback. Once ``deadline`` has passed only the fallback is still asked, and it
-        is asked without a deadline so that a slot is never left empty.
+        is asked under its own budget only, so that a slot is not left empty.
         """
         failures: list[str] = []
         for impl in self._impls[hook]:

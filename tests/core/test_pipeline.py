@@ -362,3 +362,27 @@ async def test_blocks_of_one_page_do_not_repeat_products(gateway):
         "b": "picks",
         "c": "fallback",
     }
+
+
+class BadStrategies:
+    @hookimpl
+    async def journeygate_slot_strategies(self):
+        raise RuntimeError("cannot list")
+
+
+class FailingRecommender(Picks):
+    @hookimpl
+    def journeygate_startup(self):
+        raise OSError("no artifact")
+
+
+async def test_strategy_errors_and_failed_startups_never_break_the_gateway(gateway):
+    client = await gateway(extra_plugins=[("bad", BadStrategies()), ("recs", FailingRecommender())])
+    ready = await (await client.get("/readyz")).json()
+    assert ready["plugins"]["failed"] == {
+        "bad": "RuntimeError: cannot list",
+        "recs": "OSError: no artifact",
+    }
+    # The failed plugin's strategy is still known, so the fallback answers it.
+    body = await decide(client, decide_body(PICKS_SLOT))
+    assert body["blocks"][0]["source"] == "fallback"
