@@ -262,7 +262,12 @@ async def test_bad_setting_fails_the_plugin_at_startup_not_the_gateway(
     admin = await response.json()
     assert "staff_picks" not in [plugin["name"] for plugin in admin["plugins"]]
     assert admin["failed"] == {"staff_picks": failure}
-    assert "staff_picks" not in admin["strategies"]
+    # Its strategy stays known, so pages asking for it get the fallback rather than a 400.
+    assert "staff_picks" in admin["strategies"]
+    body = await decide(
+        client, visitor_id, {"id": "picks", "kind": "recommendations", "strategy": "staff_picks"}
+    )
+    assert body["blocks"][0]["source"] == "fallback"
 
 
 async def test_disabled_plugin_is_not_registered(
