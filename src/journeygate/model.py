@@ -79,6 +79,7 @@ class DecideRequest:
     context: RequestContext
     slots: tuple[SlotRequest, ...]
     explain: bool = False
+    track: bool = True  # False: an anonymous one-off request; nothing is read or recorded
 
 
 @dataclass(frozen=True, slots=True)

@@ -302,8 +302,11 @@ class Pipeline:
 
     async def load_visitor(self, request: DecideRequest) -> StoredVisitor:
         """The stored state, or an empty one when the store is down (the decision goes on)."""
+        if not request.track:
+            return StoredVisitor()
         page = request.context.page
-        page_view = page.product_id if self.config.decide.record_page_views else None
+        record = self.config.decide.record_page_views and page.type == "product"
+        page_view = page.product_id if record else None
         try:
             return await self.store.load_visitor(request.visitor_id, request.session_id, page_view)
         except StoreUnavailable as exc:

@@ -27,11 +27,24 @@ async def test_fragment_is_html_of_one_block(gateway):
     assert response.headers["X-Journeygate-Source"] == "fallback"
 
 
-async def test_non_personalized_fragment_may_be_cached_by_a_shared_cache(gateway):
+async def test_anonymous_non_personalized_fragment_may_be_cached_by_a_shared_cache(
+    gateway, redis_url, redis_client
+):
+    client = await gateway(store={"redis_url": redis_url})
+    keys_before = redis_client.dbsize()
+    params = {"page_type": "product", "product_id": "85123A"}
+    response = await client.get("/v1/blocks/top", params=params)
+    assert response.headers["Cache-Control"] == "public, max-age=60"
+    assert response.headers["Vary"] == "Cookie"
+    assert "Set-Cookie" not in response.headers
+    # Nothing was recorded for the one-off anonymous visitor the cache may replay.
+    assert redis_client.dbsize() == keys_before
+
+
+async def test_fragment_for_a_known_visitor_is_private(gateway):
     client = await gateway()
     response = await client.get("/v1/blocks/top", params={"visitor_id": "v1"})
-    assert response.headers["Cache-Control"] == "public, max-age=60"
-    assert "Set-Cookie" not in response.headers
+    assert response.headers["Cache-Control"] == "private, no-store"
 
 
 class ForYou:
@@ -58,17 +71,17 @@ async def test_personalized_fragment_is_private_and_varies_on_cookie(gateway):
 
 async def test_identity_comes_from_the_cookie_or_a_new_one_is_set(gateway):
     client = await gateway(extra_plugins=[("foryou", ForYou())])
-    first = await client.get(
-        "/v1/blocks/mine", params={"strategy": "for_you", "product_id": "84879"}
-    )
+    first = await client.get("/v1/blocks/mine", params={"strategy": "for_you"})
     assert first.status == 200
     cookie = first.cookies["jg_vid"]
     assert cookie["httponly"] and cookie["samesite"] == "Lax"
     assert first.headers["Cache-Control"] == "private, no-store"
-    # The test client keeps the cookie: the next include is the same visitor, who viewed 84879.
-    second = await client.get("/v1/blocks/mine", params={"strategy": "for_you"})
+    # The test client keeps the cookie: later includes are the same visitor.
+    params = {"strategy": "for_you", "page_type": "product", "product_id": "84879"}
+    second = await client.get("/v1/blocks/mine", params=params)
     assert "Set-Cookie" not in second.headers
-    assert 'data-jg-product="84879"' in await second.text()
+    third = await client.get("/v1/blocks/mine", params={"strategy": "for_you"})
+    assert 'data-jg-product="84879"' in await third.text()
 
 
 async def test_offer_fragment(gateway):

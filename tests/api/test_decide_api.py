@@ -264,3 +264,19 @@ async def test_product_names_from_data_are_escaped(gateway, tmp_path):
     assert "<script>" not in block["html"]
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; Mug" in block["html"]
     assert "Tea &amp; &lt;b&gt;Biscuits&lt;/b&gt;" in block["html"]
+
+
+async def test_several_fallback_blocks_on_one_page_are_all_full(gateway):
+    client = await gateway()
+    slots = [{"id": name, "kind": "recommendations", "limit": 8} for name in ("a", "b", "c")]
+    body = await (await client.post("/v1/decide", json={**BODY, "slots": slots})).json()
+    assert [len(block["items"]) for block in body["blocks"]] == [8, 8, 8]
+
+
+async def test_only_product_pages_record_a_product_view(
+    gateway, redis_url, visitor_id, redis_client
+):
+    client = await gateway(store={"redis_url": redis_url})
+    cart_page = {"page": {"type": "cart", "product_id": "85123A"}}
+    await client.post("/v1/decide", json={**BODY, "visitor_id": visitor_id, "context": cart_page})
+    assert redis_client.lrange(f"jg:{{{visitor_id}}}:views", 0, -1) == []

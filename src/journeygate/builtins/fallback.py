@@ -54,7 +54,10 @@ class FallbackPlugin:
     def journeygate_candidates(
         self, context: DecisionContext, slot: SlotRequest
     ) -> list[Candidate]:
-        wanted = slot.limit + len(context.context.cart) + 1
+        # Enough for this slot after the pipeline removes the cart, the page's product and
+        # whatever the page's other recommendation blocks show.
+        page_slots = sum(s.limit for s in context.request.slots if s.kind == "recommendations")
+        wanted = page_slots + len(context.context.cart) + 1
         category = self._page_category(context)
         ranked = list(self.catalog.popular_by_category.get(category or "", ())[:wanted])
         seen = {product.product_id for product in ranked}

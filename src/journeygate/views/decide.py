@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 from typing import Any
@@ -112,9 +113,8 @@ def _query_field(field: str | None) -> str | None:
 async def block_fragment(request: web.Request) -> web.Response:
     config = request.app[appkeys.CONFIG]
     cookie_name = config.decide.cookie_name
-    visitor_id = request.query.get("visitor_id") or request.cookies.get(cookie_name)
-    new_visitor = visitor_id is None
-    visitor_id = visitor_id or secrets.token_hex(12)
+    known_id = request.query.get("visitor_id") or request.cookies.get(cookie_name)
+    visitor_id = known_id or secrets.token_hex(12)
     try:
         decide_request = parse_decide_request(
             _block_body(request, visitor_id), request.app[appkeys.LIMITS]
@@ -122,19 +122,23 @@ async def block_fragment(request: web.Request) -> web.Response:
     except InvalidRequest as error:
         error.field = _query_field(error.field)
         raise
+    if known_id is None:
+        # An include without identity: a one-off anonymous decision that records nothing,
+        # so a shared cache may serve its answer to everybody without losing page views.
+        decide_request = dataclasses.replace(decide_request, track=False)
     pipeline: Pipeline = request.app[appkeys.PIPELINE]
     decision = await pipeline.decide(decide_request)
     (block,) = decision.blocks
     response = web.Response(text=block.html, content_type="text/html", charset="utf-8")
     response.headers["X-Journeygate-Decision"] = decision.context.decision_id
     response.headers["X-Journeygate-Source"] = block.source
-    if block.personalized or new_visitor:
-        # Personalized content must never be stored by a shared cache (CDN, ESI processor).
-        response.headers["Cache-Control"] = "private, no-store"
-        response.headers["Vary"] = "Cookie"
-    else:
+    response.headers["Vary"] = "Cookie"
+    if known_id is None and not block.personalized:
         response.headers["Cache-Control"] = "public, max-age=60"
-    if new_visitor:
+        return response
+    # Anything tied to a visitor must never be stored by a shared cache (CDN, ESI processor).
+    response.headers["Cache-Control"] = "private, no-store"
+    if known_id is None:
         response.set_cookie(
             cookie_name, visitor_id, max_age=IDENTITY_COOKIE_MAX_AGE, httponly=True, samesite="Lax"
         )
