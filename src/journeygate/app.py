@@ -13,6 +13,9 @@ from aiohttp import web
 from journeygate import appkeys
 from journeygate.catalog import load_catalog
 from journeygate.config import AppConfig
+from journeygate.events.apply import Applier
+from journeygate.events.ingest import Ingestor
+from journeygate.events.streams import EventStreams
 from journeygate.metrics import Metrics
 from journeygate.middleware import (
     api_key_middleware,
@@ -40,7 +43,7 @@ async def _executor_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[appkeys.CONFIG]
-    store = open_store(config.store, config.store_backend)
+    store = open_store(config.store, config.store_backend, config.events)
     app[appkeys.STORE] = store
     if not await store.ping():
         log.warning(
@@ -94,6 +97,21 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     await pipeline.stop()
 
 
+async def _events_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Event ingestion: into the Redis streams (applied by ``journeygate worker``), or, with
+    the in-process store, applied at once in this process."""
+    config = app[appkeys.CONFIG]
+    if config.store_backend == "redis":
+        timeout_s = config.events.ingest_timeout_ms / 1000
+        streams = EventStreams(config.store.redis_url, config.events, timeout_s)
+        app[appkeys.INGESTOR] = Ingestor(streams, None)
+    else:
+        applier = Applier(app[appkeys.STORE], config, app[appkeys.PLUGIN_MANAGER])
+        app[appkeys.INGESTOR] = Ingestor(None, applier)
+    yield
+    await app[appkeys.INGESTOR].close()
+
+
 def create_app(
     config: AppConfig, plugin_manager: pluggy.PluginManager | None = None
 ) -> web.Application:
@@ -111,6 +129,8 @@ def create_app(
     app[appkeys.CONFIG] = config
     app[appkeys.METRICS] = Metrics()
     app[appkeys.PLUGIN_MANAGER] = plugin_manager or build_plugin_manager(config)
-    app.cleanup_ctx.extend([_executor_ctx, _store_ctx, _catalog_ctx, _renderer_ctx, _pipeline_ctx])
+    app.cleanup_ctx.extend(
+        [_executor_ctx, _store_ctx, _catalog_ctx, _renderer_ctx, _pipeline_ctx, _events_ctx]
+    )
     add_routes(app, with_demo=config.server.demo)
     return app

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from journeygate.catalog import Catalog
 from journeygate.config import AppConfig
+from journeygate.events.ingest import Ingestor
 from journeygate.metrics import Metrics
 from journeygate.pipeline import Pipeline
 from journeygate.render import Renderer
@@ -24,3 +25,4 @@ CATALOG = web.AppKey("catalog", Catalog)
 RENDERER = web.AppKey("renderer", Renderer)
 PIPELINE = web.AppKey("pipeline", Pipeline)
 LIMITS = web.AppKey("limits", Limits)
+INGESTOR = web.AppKey("ingestor", Ingestor)

@@ -1,4 +1,4 @@
-"""The ``journeygate`` command: serve, plugins, prepare.
+"""The ``journeygate`` command: serve, worker, plugins, prepare.
 
 Usage errors and bad configuration end with a one-line message and exit status 2, never a
 traceback.
@@ -89,6 +89,19 @@ def _serve(args: argparse.Namespace, config: AppConfig) -> int:
     return status
 
 
+def _worker(args: argparse.Namespace, config: AppConfig) -> int:
+    from journeygate.events.worker import run_worker
+
+    if config.store_backend != "redis":
+        print(
+            "journeygate: the worker applies events from Redis streams: "
+            "set REDIS_URL (or store.redis_url)",
+            file=sys.stderr,
+        )
+        return 2
+    return run_worker(config, consumer=args.consumer)
+
+
 def _plugins(args: argparse.Namespace, config: AppConfig) -> int:
     from journeygate.registry import build_plugin_manager, plugin_infos
 
@@ -128,12 +141,20 @@ def build_parser(pm: pluggy.PluginManager | None = None) -> argparse.ArgumentPar
     serve.add_argument("--port", type=int, help="port (server.port)")
     serve.add_argument("--workers", type=int, help="worker processes sharing the port")
 
+    worker = sub.add_parser("worker", help="apply ingested events to profiles (needs Redis)")
+    worker.add_argument("--consumer", help="consumer name in the group (default: host-pid)")
+
     sub.add_parser("plugins", help="list plugins, versions and the hooks they implement")
 
     prepare = sub.add_parser("prepare", help="build the product catalog from interaction data")
     prepare.add_argument("--source", help="Online Retail file (default: the bundled sample)")
     prepare.add_argument("--force", action="store_true", help="rebuild an existing catalog")
-    for name, handler in (("serve", _serve), ("plugins", _plugins), ("prepare", _prepare)):
+    for name, handler in (
+        ("serve", _serve),
+        ("worker", _worker),
+        ("plugins", _plugins),
+        ("prepare", _prepare),
+    ):
         sub.choices[name].set_defaults(handler=handler)
     if pm is not None:
         pm.hook.journeygate_register_commands(subparsers=sub)

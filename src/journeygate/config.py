@@ -60,6 +60,36 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class EventsConfig:
+    """``[events]``: ingestion limits, the Redis Streams behind it, and what the worker keeps."""
+
+    write_keys: tuple[str, ...] = ()
+    max_batch: int = 500
+    max_body_bytes: int = 512 * 1024
+    max_event_bytes: int = 32 * 1024
+    max_future_skew_s: int = 300
+    ingest_timeout_ms: int = 1000
+    stream_shards: int = 8
+    stream_maxlen: int = 200_000
+    consumer_group: str = "jg-workers"
+    read_count: int = 50
+    idle_sleep_ms: int = 100
+    claim_idle_ms: int = 60_000
+    claim_interval_ms: int = 5_000
+    session_gap_s: int = 30 * 60
+    session_retention_s: int = 30 * 24 * 3600
+    sessions_max: int = 20
+    session_items_max: int = 50
+    categories_max: int = 50
+    purchased_max: int = 100
+    orders_max: int = 200
+    dedupe_ttl_s: int = 24 * 3600
+    dedupe_max: int = 5000
+    anonymous_log_max: int = 200
+    erasure_ttl_s: int = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
 class CatalogConfig:
     path: str = "var/catalog.csv"
     sample_interactions: str = "data/sample/online_retail_sample.csv.gz"
@@ -109,6 +139,7 @@ class AppConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     decide: DecideConfig = field(default_factory=DecideConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     templates: TemplatesConfig = field(default_factory=TemplatesConfig)
     fallback: FallbackConfig = field(default_factory=FallbackConfig)
@@ -250,6 +281,11 @@ def _validate(config: AppConfig) -> None:
         raise ConfigError(f"server.port: out of range: {config.server.port}")
     if config.server.workers < 1:
         raise ConfigError("server.workers: must be at least 1")
+    for name in ("max_batch", "max_body_bytes", "max_event_bytes", "stream_shards", "read_count"):
+        if getattr(config.events, name) < 1:
+            raise ConfigError(f"events.{name}: must be at least 1")
+    if config.events.session_gap_s < 1:
+        raise ConfigError("events.session_gap_s: must be at least 1")
 
 
 def load_config(

@@ -71,3 +71,8 @@ class PayloadTooLarge(GatewayError):
 class UnsupportedMediaType(GatewayError):
     status = 415
     code = "unsupported_media_type"
+
+
+class ServiceUnavailable(GatewayError):
+    status = 503
+    code = "unavailable"

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from journeygate.catalog import Catalog
     from journeygate.config import AppConfig
+    from journeygate.events.schema import Event
     from journeygate.model import Block, Candidate, DecisionContext, Offer, SlotRequest
     from journeygate.render import Renderer
 
@@ -199,4 +200,31 @@ def journeygate_observe_decision(
     :param context: the decision context the blocks were chosen with.
     :param blocks: the blocks exactly as they were sent.
     :returns: nothing. All implementations are called. May be async.
+    """
+
+
+# -- events ------------------------------------------------------------------------------
+
+
+@hookspec
+def journeygate_observe_event(event: Event) -> Awaitable[None] | None:
+    """Observe a touchpoint event that was just applied to a visitor's profile and session.
+
+    When: once per event, after it was applied, by the process that applied it: a
+    ``journeygate worker`` (with Redis; the worker calls :func:`journeygate_startup` and
+    :func:`journeygate_shutdown` of the plugins that implement this hook, and of no others)
+    or the gateway itself (with the in-process store). An event is observed at most once: a
+    duplicate message id, or a redelivered event that was already applied, is not observed
+    again, so a worker that dies between applying a batch and observing it leaves those
+    events unobserved (``event.message_id`` identifies an event). The worker acknowledges a
+    batch after its observers returned. Each implementation runs under its plugin's budget;
+    failures are logged and never stop the event from being acknowledged.
+
+    :param event: the applied :class:`~journeygate.events.schema.Event`: ``message_id``,
+        ``name`` as sent, internal ``kind`` (``product_view``, ``cart_add``, ``order``, ...),
+        ``profile_id`` it was applied to (after identity merges), ``user_id``,
+        ``anonymous_id``, ``session_id``, ``timestamp`` (event time, epoch seconds),
+        ``received_at``, ``channel``, the original ``properties`` and the normalized
+        ``fields``.
+    :returns: nothing. All implementations are called, in call order. May be async.
     """

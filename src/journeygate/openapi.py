@@ -6,6 +6,7 @@ from typing import Any
 
 from journeygate import __version__
 from journeygate.config import AppConfig
+from journeygate.events.openapi import event_paths, event_schemas
 from journeygate.model import CHANNELS, PAGE_TYPES, SLOT_KINDS
 
 JSON = "application/json"
@@ -279,8 +280,11 @@ def openapi_document(config: AppConfig) -> dict[str, Any]:
             "description": "Personalized content blocks for storefronts and CMS pages.",
         },
         "components": {
-            "schemas": schemas(config),
-            "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+            "schemas": schemas(config) | event_schemas(config),
+            "securitySchemes": {
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "writeKey": {"type": "http", "scheme": "basic"},
+            },
         },
         "paths": {
             "/v1/decide": {
@@ -388,5 +392,6 @@ def openapi_document(config: AppConfig) -> dict[str, Any]:
                     "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1.")},
                 }
             },
+            **event_paths(),
         },
     }

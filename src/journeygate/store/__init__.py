@@ -4,6 +4,13 @@ Two implementations share one contract (:class:`ProfileStore`): Redis for produc
 in-process store as the embedded default when no Redis URL is configured.
 """
 
-from journeygate.store.base import ProfileStore, StoreUnavailable, open_store
+from journeygate.store.base import (
+    Applied,
+    MergeStart,
+    ProfileStore,
+    RawVisitor,
+    StoreUnavailable,
+    open_store,
+)
 
-__all__ = ["ProfileStore", "StoreUnavailable", "open_store"]
+__all__ = ["Applied", "MergeStart", "ProfileStore", "RawVisitor", "StoreUnavailable", "open_store"]

@@ -2,15 +2,53 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from journeygate.config import StoreConfig
+from journeygate.config import EventsConfig, StoreConfig
 from journeygate.model import StoredVisitor
 
 
 class StoreUnavailable(RuntimeError):
     """The backing store could not be reached in time."""
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """The outcome of applying one visitor's events: a flag per event (False: a duplicate
+    message id, or received before the visitor was erased), or the id the visitor was merged
+    into (nothing was applied; apply the events there)."""
+
+    visitor_id: str
+    flags: tuple[bool, ...] = ()
+    redirect: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MergeStart:
+    """Claiming an anonymous visitor for a merge: its logged events to replay into the
+    customer, or the other customer it was already merged into (then nothing is replayed)."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    merged_into: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RawVisitor:
+    """What the event worker built for one visitor, as stored; ``journeygate.events.profile``
+    turns it into the API's profile. Pairs are (member, score), highest score first."""
+
+    profile: dict[str, Any]
+    channels: dict[str, int]
+    categories: list[tuple[str, float]]
+    purchased: list[tuple[str, float]]
+    consents: dict[str, tuple[bool, float]]
+    cart: dict[str, tuple[int, float | None]]
+    aliases: list[str]
+    # id, fields (counters), products, categories, pages [([product_id, path], time)],
+    # searches (newest first); newest session first
+    sessions: list[dict[str, Any]]
 
 
 class ProfileStore(Protocol):
@@ -37,7 +75,40 @@ class ProfileStore(Protocol):
         ...
 
     async def delete_visitor(self, visitor_id: str) -> bool:
-        """Erase everything stored for a visitor; True when there was anything to erase."""
+        """Erase everything stored for a visitor and the ids merged into it (profile, history,
+        sessions, dedupe keys); events received before the erasure are no longer applied.
+        True when there was anything to erase."""
+        ...
+
+    async def apply_events(
+        self, batches: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]
+    ) -> list[Applied]:
+        """Apply events (``journeygate.events.schema`` shape) to profiles and sessions: per
+        visitor, atomically and in the order given (sorted by event time); one round trip.
+
+        A message id already applied to the visitor (within ``events.dedupe_ttl_s``) is
+        skipped, so applying the same events again changes nothing; an order id is counted
+        once. A visitor merged into another one is not written: the result redirects.
+        """
+        ...
+
+    async def resolve_visitor(self, visitor_id: str) -> str:
+        """The id whose profile holds ``visitor_id``'s history (itself unless merged)."""
+        ...
+
+    async def begin_merge(self, anonymous_id: str, user_id: str) -> MergeStart:
+        """First step of merging an anonymous visitor into a customer, on the anonymous
+        visitor's keys only: mark it merged (its later events are redirected) and return its
+        logged events for replay into ``user_id``. Idempotent."""
+        ...
+
+    async def finish_merge(self, anonymous_id: str, user_id: str) -> None:
+        """Last step, after the replay: record the alias on the customer, then drop what the
+        worker had built for the anonymous visitor. Idempotent."""
+        ...
+
+    async def load_events_profile(self, visitor_id: str) -> RawVisitor | None:
+        """Everything the event worker built for ``visitor_id`` (not resolved), or None."""
         ...
 
     async def ping(self) -> bool:
@@ -49,12 +120,15 @@ class ProfileStore(Protocol):
         ...
 
 
-def open_store(config: StoreConfig, backend: str) -> ProfileStore:
-    """Create the store named by ``backend`` (``redis`` or ``memory``)."""
+def open_store(
+    config: StoreConfig, backend: str, events: EventsConfig | None = None
+) -> ProfileStore:
+    """Create the store named by ``backend`` (``redis`` or ``memory``); ``events`` sets the
+    caps and TTLs of what the event worker builds (defaults when not given)."""
     if backend == "redis":
         from journeygate.store.redis import RedisProfileStore
 
-        return RedisProfileStore(config)
+        return RedisProfileStore(config, events)
     from journeygate.store.memory import MemoryProfileStore
 
-    return MemoryProfileStore(config)
+    return MemoryProfileStore(config, events=events)

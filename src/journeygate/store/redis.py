@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
-from journeygate.config import StoreConfig
+from journeygate.config import EventsConfig, StoreConfig
 from journeygate.model import StoredVisitor
 from journeygate.store import keys
-from journeygate.store.base import StoreUnavailable
+from journeygate.store.base import Applied, MergeStart, RawVisitor, StoreUnavailable
+from journeygate.store.scripts import BEGIN_MERGE_SCRIPT, ERASE_SCRIPT, EVENTS_SCRIPT
+
+MAX_ALIAS_DEPTH = 4
 
 
 class RedisProfileStore:
@@ -22,8 +26,10 @@ class RedisProfileStore:
 
     backend = "redis"
 
-    def __init__(self, config: StoreConfig) -> None:
+    def __init__(self, config: StoreConfig, events: EventsConfig | None = None) -> None:
         self.config = config
+        self.events = events or EventsConfig()
+        self._shas: dict[str, str] = {}
         self._timeout = config.timeout_ms / 1000
         self.client: aioredis.Redis = aioredis.Redis.from_url(
             config.redis_url,
@@ -96,17 +102,201 @@ class RedisProfileStore:
         return {field: json.loads(value) for field, value in raw.items()} or None
 
     async def delete_visitor(self, visitor_id: str) -> bool:
+        """Erase the visitor (one Lua call on its slot), then every id merged into it."""
+        pending, removed, done = [visitor_id], 0, set()
+        while pending:
+            current = pending.pop()
+            done.add(current)
+            count, aliases = await self._script(
+                ERASE_SCRIPT,
+                keys.profile(current),
+                keys.visitor_prefix(current),
+                "erase",
+                time.time(),
+                self.events.erasure_ttl_s,
+            )
+            removed += int(count)
+            pending += [alias for alias in aliases if alias not in done]
+        return removed > 0
+
+    # -- events (see keys.py for what each key holds) ---------------------------------------
+
+    async def _sha(self, script: str, reload: bool = False) -> str:
+        if reload or script not in self._shas:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.script_load(script)
+            (self._shas[script],) = await self._execute(pipe)
+        return self._shas[script]
+
+    async def _script(self, script: str, key: str, *args: Any) -> Any:
+        for attempt in range(2):
+            sha = await self._sha(script, reload=attempt > 0)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.evalsha(sha, 1, key, *args)
+            try:
+                async with asyncio.timeout(self._timeout):
+                    (result,) = await pipe.execute()
+                return result
+            except NoScriptError:
+                continue  # Redis restarted or flushed its scripts: load it again
+            except (RedisError, OSError, TimeoutError) as exc:
+                raise StoreUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from exc
+        raise StoreUnavailable("redis: the script could not be loaded")  # pragma: no cover
+
+    def _event_settings(self) -> bytes:
+        cfg = self.events
+        return orjson.dumps(
+            {
+                "now": time.time(),
+                "gap": cfg.session_gap_s,
+                "items": cfg.session_items_max,
+                "sessions": cfg.sessions_max,
+                "session_ttl": cfg.session_retention_s,
+                "categories": cfg.categories_max,
+                "purchased": cfg.purchased_max,
+                "orders": cfg.orders_max,
+                "dedupe_ttl": cfg.dedupe_ttl_s,
+                "dedupe_max": cfg.dedupe_max,
+                "log_max": cfg.anonymous_log_max,
+                "profile_ttl": self.config.profile_ttl_s,
+            }
+        )
+
+    async def apply_events(
+        self, batches: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]
+    ) -> list[Applied]:
+        """One Lua call per visitor (atomic on its slot), all in one pipelined round trip."""
+        if not batches:
+            return []
+        settings = self._event_settings()
+        payloads = [
+            (visitor_id, [orjson.dumps(event) for event in events])
+            for visitor_id, events in batches
+        ]
+        for attempt in range(2):
+            sha = await self._sha(EVENTS_SCRIPT, reload=attempt > 0)
+            pipe = self.client.pipeline(transaction=False)
+            for visitor_id, encoded in payloads:
+                pipe.evalsha(
+                    sha,
+                    1,
+                    keys.profile(visitor_id),
+                    keys.visitor_prefix(visitor_id),
+                    settings,
+                    *encoded,
+                )
+            try:
+                async with asyncio.timeout(self._timeout):
+                    results = await pipe.execute(raise_on_error=False)
+            except (RedisError, OSError, TimeoutError) as exc:
+                raise StoreUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from exc
+            if any(isinstance(result, NoScriptError) for result in results):
+                continue  # applying again is safe: every event is applied once
+            for result in results:
+                if isinstance(result, Exception):
+                    raise StoreUnavailable(f"redis: {result.__class__.__name__}: {result}")
+            return [
+                Applied(visitor_id, redirect=result[1:])
+                if result.startswith("@")
+                else Applied(visitor_id, flags=tuple(flag == "1" for flag in result))
+                for (visitor_id, _), result in zip(payloads, results, strict=True)
+            ]
+        raise StoreUnavailable("redis: the events script could not be loaded")  # pragma: no cover
+
+    async def resolve_visitor(self, visitor_id: str) -> str:
+        for _ in range(MAX_ALIAS_DEPTH):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(keys.visitor_key(visitor_id, "alias"))
+            (target,) = await self._execute(pipe)
+            if not target:
+                break
+            visitor_id = target
+        return visitor_id
+
+    async def begin_merge(self, anonymous_id: str, user_id: str) -> MergeStart:
+        status, value = await self._script(
+            BEGIN_MERGE_SCRIPT,
+            keys.profile(anonymous_id),
+            keys.visitor_prefix(anonymous_id),
+            user_id,
+            self.config.profile_ttl_s,
+        )
+        if status == "conflict":
+            return MergeStart(merged_into=value)
+        return MergeStart(events=[orjson.loads(raw) for raw in reversed(value)])
+
+    async def finish_merge(self, anonymous_id: str, user_id: str) -> None:
         pipe = self.client.pipeline(transaction=False)
-        pipe.zrange(keys.sessions(visitor_id), 0, -1)
-        (session_ids,) = await self._execute(pipe)
-        doomed = [keys.profile(visitor_id), keys.views(visitor_id), keys.sessions(visitor_id)]
-        for session_id in session_ids:
-            doomed += [keys.session(visitor_id, session_id)]
-            doomed += [keys.session_views(visitor_id, session_id)]
-        pipe = self.client.pipeline(transaction=True)
-        pipe.delete(*doomed)
-        (removed,) = await self._execute(pipe)
-        return bool(removed)
+        pipe.sadd(keys.visitor_key(user_id, "aliases"), anonymous_id)
+        pipe.expire(keys.visitor_key(user_id, "aliases"), self.config.profile_ttl_s)
+        await self._execute(pipe)
+        await self._script(
+            ERASE_SCRIPT, keys.profile(anonymous_id), keys.visitor_prefix(anonymous_id), "merged"
+        )
+
+    async def load_events_profile(self, visitor_id: str) -> RawVisitor | None:
+        """What the worker built for ``visitor_id`` (two round trips), or None."""
+        v = visitor_id
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(keys.profile(v))
+        pipe.hgetall(keys.visitor_key(v, "channels"))
+        pipe.zrevrange(keys.visitor_key(v, "categories"), 0, -1, withscores=True)
+        pipe.zrevrange(keys.visitor_key(v, "purchased"), 0, -1, withscores=True)
+        pipe.hgetall(keys.visitor_key(v, "consents"))
+        pipe.hgetall(keys.visitor_key(v, "cart"))
+        pipe.smembers(keys.visitor_key(v, "aliases"))
+        pipe.zrevrange(keys.visitor_key(v, "esessions"), 0, -1)
+        (
+            profile,
+            channels,
+            categories,
+            purchased,
+            consents,
+            cart,
+            aliases,
+            session_ids,
+        ) = await self._execute(pipe)
+        if not profile and not session_ids and not cart:
+            return None
+        pipe = self.client.pipeline(transaction=False)
+        for sid in session_ids:
+            pipe.hgetall(keys.event_session(v, sid))
+            pipe.zrevrange(keys.event_session(v, sid, ":products"), 0, -1, withscores=True)
+            pipe.zrevrange(keys.event_session(v, sid, ":categories"), 0, -1, withscores=True)
+            pipe.zrange(keys.event_session(v, sid, ":pages"), 0, -1, withscores=True)
+            pipe.lrange(keys.event_session(v, sid, ":searches"), 0, -1)
+        results = await self._execute(pipe) if session_ids else []
+        sessions = []
+        for index, sid in enumerate(session_ids):
+            fields, products, session_categories, pages, searches = results[
+                5 * index : 5 * index + 5
+            ]
+            if not fields:
+                continue  # expired
+            sessions.append(
+                {
+                    "id": sid,
+                    "fields": {name: float(value) for name, value in fields.items()},
+                    "products": products,
+                    "categories": session_categories,
+                    "pages": [(member.split("\t")[:2], at) for member, at in pages],
+                    "searches": searches,
+                }
+            )
+        parsed_consents = {}
+        for name, value in consents.items():
+            granted, _, at = value.partition("|")
+            parsed_consents[name] = (granted == "1", float(at))
+        return RawVisitor(
+            profile={name: json.loads(value) for name, value in profile.items()},
+            channels={name: int(count) for name, count in channels.items()},
+            categories=categories,
+            purchased=purchased,
+            consents=parsed_consents,
+            cart=_cart(cart),
+            aliases=sorted(aliases),
+            sessions=sessions,
+        )
 
     async def ping(self) -> bool:
         try:
@@ -117,3 +307,13 @@ class RedisProfileStore:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _cart(raw: Mapping[str, str]) -> dict[str, tuple[int, float | None]]:
+    """``q:PID`` quantities and ``p:PID`` prices: the products with a positive quantity."""
+    cart: dict[str, tuple[int, float | None]] = {}
+    for name, value in raw.items():
+        if name.startswith("q:") and int(value) > 0:
+            price = raw.get("p:" + name[2:])
+            cart[name[2:]] = (int(value), float(price) if price is not None else None)
+    return cart

@@ -1,0 +1,134 @@
+"""Applying events to profiles and sessions: identity merges, redirects to merged profiles,
+and the ``journeygate_observe_event`` hook. Used by the worker and, without Redis, by the
+gateway itself."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pluggy
+
+from journeygate.config import AppConfig
+from journeygate.events.schema import Event
+from journeygate.store import ProfileStore
+
+log = logging.getLogger(__name__)
+
+MERGE_KINDS = frozenset({"identify", "alias"})
+MAX_REDIRECTS = 4
+OBSERVE_HOOK = "journeygate_observe_event"
+
+
+class Applier:
+    """Applies batches of events (internal shape, see ``journeygate.events.schema``)."""
+
+    def __init__(
+        self, store: ProfileStore, config: AppConfig, pm: pluggy.PluginManager | None = None
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.pm = pm
+
+    async def apply(self, events: Sequence[Mapping[str, Any]]) -> int:
+        """Apply ``events``, let observers see those applied now (not duplicates), and return
+        how many were applied. Safe to call again with the same events: nothing is applied
+        twice."""
+        for event in events:
+            anonymous, user = event.get("a"), event.get("u")
+            if event["k"] in MERGE_KINDS and anonymous and user and anonymous != user:
+                await self.merge(anonymous, user)
+        groups: dict[str, list[Mapping[str, Any]]] = {}
+        for event in events:
+            groups.setdefault(event["v"], []).append(event)
+        batches = [(visitor_id, sorted(group, key=_time)) for visitor_id, group in groups.items()]
+        applied = await self._apply(batches)
+        if applied and self.pm is not None and self._observers():
+            # observers see the events in the order they came (per visitor, by event time)
+            position = {id(event): index for index, event in enumerate(events)}
+            applied.sort(key=lambda pair: position[id(pair[0])])
+            await self.observe([Event.from_internal(event, into) for event, into in applied])
+        return len(applied)
+
+    async def _apply(
+        self, batches: list[tuple[str, list[Mapping[str, Any]]]]
+    ) -> list[tuple[Mapping[str, Any], str]]:
+        """Apply, following redirects to merged profiles: (event, profile it was applied to)
+        for every event applied now."""
+        applied: list[tuple[Mapping[str, Any], str]] = []
+        for _ in range(MAX_REDIRECTS + 1):
+            if not batches:
+                return applied
+            redirected = []
+            for (_, group), result in zip(
+                batches, await self.store.apply_events(batches), strict=True
+            ):
+                if result.redirect is not None:
+                    redirected.append((result.redirect, group))
+                    continue
+                applied += [
+                    (event, result.visitor_id)
+                    for event, flag in zip(group, result.flags, strict=True)
+                    if flag
+                ]
+            batches = redirected
+        log.error(
+            "events for %s not applied: the chain of merged ids is longer than %d",
+            ", ".join(visitor_id for visitor_id, _ in batches),
+            MAX_REDIRECTS,
+        )
+        return applied
+
+    def _observers(self) -> list[Any]:
+        assert self.pm is not None
+        return list(reversed(getattr(self.pm.hook, OBSERVE_HOOK).get_hookimpls()))
+
+    async def merge(self, anonymous_id: str, user_id: str) -> None:
+        """Merge an anonymous visitor into a customer: claim it, replay its logged events
+        into the customer (already-applied message ids are skipped, so a retry after a crash
+        counts nothing twice), then drop the anonymous copy. Each step touches one visitor's
+        keys only (one Redis Cluster slot) and is idempotent."""
+        start = await self.store.begin_merge(anonymous_id, user_id)
+        if start.merged_into is not None:
+            log.info(
+                "%s is already merged into %s; not merging it into %s",
+                anonymous_id,
+                start.merged_into,
+                user_id,
+            )
+            return
+        if start.events:
+            replay: list[Mapping[str, Any]] = sorted(
+                (dict(event, u=user_id) for event in start.events), key=_time
+            )
+            await self._apply([(user_id, replay)])
+        await self.store.finish_merge(anonymous_id, user_id)
+
+    async def observe(self, events: Sequence[Event]) -> None:
+        """Call every ``journeygate_observe_event`` implementation for each event, under its
+        plugin's budget; a failing observer is logged and never stops the others."""
+        impls = self._observers()
+        for event in events:
+            for impl in impls:
+                budget = self.config.budget_s(impl.plugin_name)
+                try:
+                    result = impl.function(*({"event": event}[name] for name in impl.argnames))
+                    if inspect.isawaitable(result):
+                        async with asyncio.timeout(budget):
+                            await result
+                except TimeoutError:
+                    log.warning(
+                        "plugin %s exceeded its %.0f ms budget in %s",
+                        impl.plugin_name,
+                        budget * 1000,
+                        OBSERVE_HOOK,
+                    )
+                except Exception:
+                    log.exception("plugin %s raised in %s", impl.plugin_name, OBSERVE_HOOK)
+
+
+def _time(event: Mapping[str, Any]) -> float:
+    return float(event["t"])

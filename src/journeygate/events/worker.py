@@ -1,0 +1,176 @@
+"""``journeygate worker``: applies the events in the Redis streams to profiles and sessions.
+
+Every worker joins the consumer group of every stream shard and loops: reclaim entries
+another worker read but did not acknowledge for ``claim_idle_ms`` (it died), read new
+entries (``read_count`` per shard, one round trip), apply them (one Lua call per visitor,
+one round trip), let plugins observe them, and only then acknowledge them. Applying is
+idempotent per message id, so an entry applied by a worker that died before acknowledging
+it is applied again by another worker without counting anything twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import inspect
+import logging
+import os
+import signal
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pluggy
+
+from journeygate.catalog import Catalog, load_catalog
+from journeygate.config import AppConfig
+from journeygate.events.apply import Applier
+from journeygate.events.streams import Entry, EventStreams
+from journeygate.store import StoreUnavailable, open_store
+
+log = logging.getLogger(__name__)
+
+# The worker's Redis calls carry whole batches; they get more time than a decision's reads.
+MIN_WORKER_TIMEOUT_MS = 5000
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Worker:
+    """One consumer of the event streams."""
+
+    def __init__(
+        self, config: AppConfig, applier: Applier, streams: EventStreams, consumer: str
+    ) -> None:
+        self.config = config
+        self.applier = applier
+        self.streams = streams
+        self.consumer = consumer
+        self.applied = 0
+
+    async def process(self, entries: list[Entry]) -> int:
+        """Apply the entries' events, then acknowledge the entries."""
+        events = [event for entry in entries for event in entry.events]
+        applied = await self.applier.apply(events)
+        await self.streams.ack(entries)
+        self.applied += applied
+        return applied
+
+    async def run(self, stop: asyncio.Event) -> None:
+        cfg = self.config.events
+        await self.streams.ensure_groups()
+        log.info(
+            "worker %s consuming %d stream shards (group %s)",
+            self.consumer,
+            len(self.streams.names),
+            cfg.consumer_group,
+        )
+        # Entries this consumer name read before a restart come first.
+        backlog = await self.streams.read(self.consumer, pending=True)
+        last_claim = 0.0
+        while not stop.is_set():
+            try:
+                entries = backlog
+                backlog = []
+                if time.monotonic() - last_claim >= cfg.claim_interval_ms / 1000:
+                    last_claim = time.monotonic()
+                    claimed = await self.streams.claim(self.consumer)
+                    if claimed:
+                        log.info("reclaimed %d entries from stopped workers", len(claimed))
+                    entries += claimed
+                entries += await self.streams.read(self.consumer)
+                if entries:
+                    await self.process(entries)
+                    continue
+            except StoreUnavailable as exc:
+                log.warning("redis unavailable, retrying: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), cfg.idle_sleep_ms / 1000)
+
+
+def _observers(pm: pluggy.PluginManager) -> set[str]:
+    return {impl.plugin_name for impl in pm.hook.journeygate_observe_event.get_hookimpls()}
+
+
+async def _start_plugins(pm: pluggy.PluginManager, config: AppConfig) -> None:
+    """Start the plugins that observe events, as the gateway does, so an observer has what
+    its startup set up. Other plugins (recommenders with models to load) are not started."""
+    observers = _observers(pm)
+    if not observers:
+        return
+    path = config.resolve_path(config.catalog.path)
+    catalog = await asyncio.to_thread(load_catalog, path) if path.exists() else Catalog(())
+    with ThreadPoolExecutor(max_workers=config.plugins.executor_workers) as executor:
+        kwargs = {"config": config, "catalog": catalog, "executor": executor}
+        for impl in reversed(pm.hook.journeygate_startup.get_hookimpls()):
+            if impl.plugin_name not in observers:
+                continue
+            try:
+                result = impl.function(*(kwargs[name] for name in impl.argnames))
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("plugin %s failed to start; it is disabled", impl.plugin_name)
+                pm.unregister(name=impl.plugin_name)
+
+
+async def _stop_plugins(pm: pluggy.PluginManager) -> None:
+    observers = _observers(pm)
+    for impl in reversed(pm.hook.journeygate_shutdown.get_hookimpls()):
+        if impl.plugin_name not in observers:
+            continue
+        try:
+            result = impl.function()
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("plugin %s failed to shut down", impl.plugin_name)
+
+
+async def serve(
+    config: AppConfig,
+    pm: pluggy.PluginManager | None = None,
+    consumer: str | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Run one worker until ``stop`` is set (without one: until SIGTERM or SIGINT)."""
+    from journeygate.registry import build_plugin_manager
+
+    pm = pm or build_plugin_manager(config)
+    if stop is None:  # a process of its own: stop on SIGTERM/SIGINT
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, stop.set)
+    timeout_ms = max(
+        config.store.timeout_ms, config.events.ingest_timeout_ms, MIN_WORKER_TIMEOUT_MS
+    )
+    store = open_store(
+        dataclasses.replace(config.store, timeout_ms=timeout_ms), "redis", config.events
+    )
+    streams = EventStreams(config.store.redis_url, config.events, timeout_ms / 1000)
+    await _start_plugins(pm, config)
+    worker = Worker(config, Applier(store, config, pm), streams, consumer or consumer_name())
+    try:
+        await worker.run(stop)
+    finally:
+        log.info("worker %s stopping after %d events applied", worker.consumer, worker.applied)
+        await _stop_plugins(pm)
+        await streams.close()
+        await store.close()
+    return 0
+
+
+def run_worker(
+    config: AppConfig, pm: pluggy.PluginManager | None = None, consumer: str | None = None
+) -> int:
+    """The ``journeygate worker`` command."""
+    if config.store_backend != "redis":
+        raise ValueError(
+            "the worker applies events from Redis streams: set REDIS_URL (or store.redis_url)"
+        )
+    return asyncio.run(serve(config, pm, consumer))

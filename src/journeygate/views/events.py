@@ -1,0 +1,225 @@
+"""Event ingestion (journeygate's ``POST /v1/events`` and the Segment Tracking API) and the
+profiles built from events (``GET``/``DELETE /v1/profiles/{id}``)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import time
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from journeygate import appkeys
+from journeygate.errors import (
+    InvalidJson,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from journeygate.events.ingest import Batch, parse_batch
+from journeygate.events.profile import build_profile
+from journeygate.events.schema import (
+    IDENTIFIER,
+    EventError,
+    clock_offset,
+    parse_native,
+    parse_segment,
+)
+from journeygate.middleware import API_KEY_HEADER, error_response, requires_api_key
+from journeygate.store import StoreUnavailable
+
+JSON_TYPES = ("application/json", "text/plain")
+RETRY_AFTER_S = "1"
+
+
+def _presented_key(request: web.Request) -> str | None:
+    authorization = request.headers.get("Authorization", "")
+    if authorization.startswith("Basic "):
+        try:
+            decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[0] or None
+    if authorization.startswith("Bearer "):
+        return authorization[7:].strip() or None
+    return request.headers.get(API_KEY_HEADER)
+
+
+def _authorize(request: web.Request, body_key: Any = None) -> None:
+    """A write key (or an API key) as the basic auth user name, a bearer token, X-API-Key, or
+    (Segment) ``writeKey`` in the body."""
+    config = request.app[appkeys.CONFIG]
+    presented = _presented_key(request) or (body_key if isinstance(body_key, str) else None)
+    if presented:
+        candidate = presented.encode()
+        for key in (*config.events.write_keys, *config.server.api_keys):
+            if hmac.compare_digest(candidate, key.encode()):
+                return
+    raise Unauthorized(
+        "a valid write key is required (HTTP basic auth user name, or the X-API-Key header)"
+    )
+
+
+async def _read_json(request: web.Request) -> Any:
+    """The body as JSON, within ``events.max_body_bytes`` (after gzip decoding)."""
+    if request.content_type not in JSON_TYPES:
+        raise UnsupportedMediaType(
+            f"send JSON with Content-Type: application/json, not {request.content_type!r}"
+        )
+    limit = request.app[appkeys.CONFIG].events.max_body_bytes
+    too_large = PayloadTooLarge(f"request body exceeds {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    chunks, size = [], 0
+    while chunk := await request.content.readany():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    try:
+        return orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJson(f"malformed JSON: {exc}") from None
+
+
+def _offset(sent_at: Any, received: float, field: str) -> float:
+    try:
+        return clock_offset(sent_at, received, field)
+    except EventError as error:
+        raise InvalidRequest(error.message, error.field) from None
+
+
+def _items(value: Any, field: str, max_batch: int) -> list[Any]:
+    if not isinstance(value, list) or not value:
+        raise InvalidRequest(f"{field} must be a non-empty array", field)
+    if len(value) > max_batch:
+        raise InvalidRequest(f"{field} has more than {max_batch} events", field)
+    return value
+
+
+async def _submit(request: web.Request, batch: Batch, **extra: Any) -> web.Response:
+    try:
+        await request.app[appkeys.INGESTOR].submit(batch)
+    except StoreUnavailable:
+        response = error_response(
+            ServiceUnavailable("events cannot be stored right now; retry (nothing was accepted)")
+        )
+        response.headers["Retry-After"] = RETRY_AFTER_S
+        return response
+    return web.json_response(extra | batch.as_json(), dumps=_dumps)
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+async def events(request: web.Request) -> web.Response:
+    """``POST /v1/events``: ``{"events": [...], "sent_at": optional}``."""
+    _authorize(request)
+    body = await _read_json(request)
+    if not isinstance(body, Mapping):
+        raise InvalidRequest("body must be an object with an events array")
+    config = request.app[appkeys.CONFIG].events
+    received = time.time()
+    items = _items(body.get("events"), "events", config.max_batch)
+    offset = _offset(body.get("sent_at"), received, "sent_at")
+    batch = parse_batch(items, "events", parse_native, config, offset, received)
+    return await _submit(request, batch)
+
+
+async def segment_batch(request: web.Request) -> web.Response:
+    """``POST /v1/batch`` of the Segment Tracking API: ``{"batch": [...], "sentAt", ...}``."""
+    body = await _read_json(request)
+    if not isinstance(body, Mapping):
+        raise InvalidRequest("body must be an object with a batch array")
+    _authorize(request, body.get("writeKey"))
+    config = request.app[appkeys.CONFIG].events
+    received = time.time()
+    items = _items(body.get("batch"), "batch", config.max_batch)
+    context = body.get("context")
+    if isinstance(context, Mapping):
+        items = [
+            {**item, "context": {**context, **(item.get("context") or {})}}
+            if isinstance(item, Mapping)
+            else item
+            for item in items
+        ]
+    offset = _offset(body.get("sentAt"), received, "sentAt")
+    batch = parse_batch(items, "batch", parse_segment, config, offset, received)
+    return await _submit(request, batch, success=True)
+
+
+def segment_message(message_type: str) -> Any:
+    """``POST /v1/track`` and friends: one Segment message, its type given by the path."""
+
+    async def handler(request: web.Request) -> web.Response:
+        body = await _read_json(request)
+        if not isinstance(body, Mapping):
+            raise InvalidRequest("body must be an object")
+        _authorize(request, body.get("writeKey"))
+        config = request.app[appkeys.CONFIG].events
+        received = time.time()
+        offset = _offset(body.get("sentAt"), received, "sentAt")
+        parse = partial(parse_segment, message_type=message_type)
+        batch = parse_batch([body], "", parse, config, offset, received)
+        if batch.rejected:
+            error = batch.rejected[0]
+            field = error["field"].removeprefix("[0]").lstrip(".") or None
+            raise InvalidRequest(error["message"].replace("[0].", "", 1), field)
+        return await _submit(request, batch, success=True)
+
+    handler.__name__ = f"segment_{message_type}"
+    return handler
+
+
+def _visitor_id(request: web.Request) -> str:
+    visitor_id = request.match_info["visitor_id"]
+    if not IDENTIFIER.match(visitor_id):
+        raise InvalidRequest(
+            "visitor id must be 1-128 characters of letters, digits and . _ : @ + -",
+            "visitor_id",
+        )
+    return visitor_id
+
+
+@requires_api_key
+async def get_profile(request: web.Request) -> web.Response:
+    """The merged profile: aggregates, sessions, cart, consents (ids merged into it resolve
+    to it)."""
+    visitor_id = _visitor_id(request)
+    store = request.app[appkeys.STORE]
+    config = request.app[appkeys.CONFIG]
+    try:
+        profile_id = await store.resolve_visitor(visitor_id)
+        raw = await store.load_events_profile(profile_id)
+    except StoreUnavailable:
+        raise ServiceUnavailable("the profile store is not reachable; retry") from None
+    if raw is None:
+        raise NotFound(f"no profile for {visitor_id!r}", "visitor_id")
+    body = build_profile(raw, visitor_id, profile_id, config.events.session_gap_s)
+    return web.json_response(body, dumps=_dumps, headers={"Cache-Control": "no-store"})
+
+
+@requires_api_key
+async def delete_profile(request: web.Request) -> web.Response:
+    """Erase the visitor everywhere: its profile (the merged one when it was merged), the ids
+    merged into it, sessions, histories and dedupe keys. Events received before now that are
+    still queued are dropped when the worker reaches them."""
+    visitor_id = _visitor_id(request)
+    store = request.app[appkeys.STORE]
+    try:
+        profile_id = await store.resolve_visitor(visitor_id)
+        erased = await store.delete_visitor(profile_id)
+        if profile_id != visitor_id:
+            erased = await store.delete_visitor(visitor_id) or erased
+    except StoreUnavailable:
+        raise ServiceUnavailable("the profile store is not reachable; retry") from None
+    return web.json_response({"visitor_id": visitor_id, "profile_id": profile_id, "erased": erased})
