@@ -66,7 +66,7 @@ async def _renderer_ctx(app: web.Application) -> AsyncIterator[None]:
     directories = [app[appkeys.CONFIG].resolve_path(templates.dir)]
     if templates.override_dir:
         directories.insert(0, app[appkeys.CONFIG].resolve_path(templates.override_dir))
-    app[appkeys.RENDERER] = Renderer(directories)
+    app[appkeys.RENDERER] = Renderer(directories, cache_size=templates.cache_size)
     yield
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -38,6 +39,14 @@ def _plugin_manager_for_commands(config_path: str | None) -> pluggy.PluginManage
         return None
 
 
+async def _freeze_startup_objects(app: web.Application) -> None:
+    """Move everything allocated at startup (modules, models, catalog) out of the garbage
+    collector's reach: full collections then stay short instead of pausing every request in
+    flight for tens of milliseconds."""
+    gc.collect()
+    gc.freeze()
+
+
 def _serve(args: argparse.Namespace, config: AppConfig) -> int:
     from journeygate.app import create_app
     from journeygate.catalog import build_catalog_file
@@ -60,7 +69,9 @@ def _serve(args: argparse.Namespace, config: AppConfig) -> int:
     )
 
     def run_worker() -> None:
-        web.run_app(create_app(config), sock=sock, print=None, access_log=None)
+        app = create_app(config)
+        app.on_startup.append(_freeze_startup_objects)
+        web.run_app(app, sock=sock, print=None, access_log=None)
 
     if workers == 1:
         run_worker()

@@ -101,6 +101,7 @@ class CatalogConfig:
 class TemplatesConfig:
     dir: str = "config/templates"
     override_dir: str = ""
+    cache_size: int = 4096
 
 
 @dataclass(frozen=True)

@@ -55,9 +55,9 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     finally:
         route = request.match_info.route.resource
         name = route.canonical if route is not None else "unmatched"
-        metrics = request.app[appkeys.METRICS]
-        metrics.requests.labels(name, request.method, str(status)).inc()
-        metrics.request_seconds.labels(name, request.method).observe(time.perf_counter() - started)
+        request.app[appkeys.METRICS].observe_request(
+            name, request.method, status, time.perf_counter() - started
+        )
 
 
 @web.middleware

@@ -123,6 +123,10 @@ def schemas(config: AppConfig) -> dict[str, Any]:
                 "title": {"type": "string"},
                 "price": {"type": "number"},
                 "currency": {"type": "string"},
+                "price_display": {
+                    "type": "string",
+                    "description": "Price and currency, formatted.",
+                },
                 "category": {"type": "string"},
                 "url": {"type": "string"},
                 "score": {"type": "number"},

@@ -23,7 +23,7 @@ from typing import Any
 import pluggy
 
 from journeygate import OFFLOAD_ATTRIBUTE
-from journeygate.catalog import Catalog
+from journeygate.catalog import Catalog, Product
 from journeygate.config import AppConfig
 from journeygate.metrics import Metrics
 from journeygate.model import (
@@ -43,6 +43,16 @@ log = logging.getLogger(__name__)
 
 VISITOR_FIELDS = ("stage", "intent", "segment", "sentiment")
 FALLBACK_PLUGIN = "fallback"
+# Built-ins that answer when nothing else did: a late answer from them is kept, because the
+# alternative is an empty block.
+STORE_WARNING_INTERVAL_S = 10.0
+LAST_RESORT_PLUGINS = frozenset({FALLBACK_PLUGIN, "renderer"})
+SLOT_HOOKS = (
+    "journeygate_candidates",
+    "journeygate_choose_offer",
+    "journeygate_postprocess_block",
+    "journeygate_render_block",
+)
 DECISION_HOOKS = (
     "journeygate_enrich_visitor",
     "journeygate_candidates",
@@ -55,12 +65,16 @@ DECISION_HOOKS = (
 
 @dataclass(frozen=True, slots=True)
 class _Impl:
-    """One hook implementation, prepared for fast calling."""
+    """One hook implementation, prepared once at startup for fast calling."""
 
     plugin: str
+    hook: str
     function: Callable[..., Any]
     argnames: tuple[str, ...]
     offloaded: bool
+    budget: float
+    last_resort: bool  # a built-in whose late answer is still better than none
+    duration: Any  # the plugin's latency histogram for this hook
 
 
 @dataclass(slots=True)
@@ -122,6 +136,9 @@ class Pipeline:
         self.startup_failures: dict[str, str] = {}
         self._impls: dict[str, tuple[_Impl, ...]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._store_warned = -STORE_WARNING_INTERVAL_S
+        self._slots_concurrent = True
+        self._item_bases: dict[str, dict[str, Any]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -156,6 +173,11 @@ class Pipeline:
             if self.pm.has_plugin(name):
                 self.pm.unregister(name=name)
         self._impls = {name: self._prepare(name) for name in DECISION_HOOKS}
+        self._slots_concurrent = any(
+            impl.offloaded or inspect.iscoroutinefunction(impl.function)
+            for name in SLOT_HOOKS
+            for impl in self._impls[name]
+        )
         self.metrics.plugins_started.set(len(self.pm.list_name_plugin()))
 
     async def stop(self) -> None:
@@ -178,9 +200,13 @@ class Pipeline:
         return tuple(
             _Impl(
                 plugin=impl.plugin_name,
+                hook=hook_name,
                 function=impl.function,
                 argnames=tuple(impl.argnames),
                 offloaded=bool(getattr(impl.function, OFFLOAD_ATTRIBUTE, False)),
+                budget=self.config.budget_s(impl.plugin_name),
+                last_resort=impl.plugin_name in LAST_RESORT_PLUGINS,
+                duration=self.metrics.plugin_seconds.labels(impl.plugin_name, hook_name),
             )
             for impl in reversed(caller.get_hookimpls())
         )
@@ -202,7 +228,7 @@ class Pipeline:
         """Call one implementation under its plugin's budget (cut to the decision's deadline,
         when one is given), isolating any failure."""
         started = time.perf_counter()
-        budget = self.config.budget_s(impl.plugin)
+        budget = impl.budget
         if deadline is not None:
             budget = max(min(budget, deadline - started), 0.0)
         outcome = CallOutcome(plugin=impl.plugin, ok=True)
@@ -221,7 +247,7 @@ class Pipeline:
                     async with asyncio.timeout(max(remaining, 0)):
                         result = await result
                 outcome.result = result
-            if time.perf_counter() - started > budget:
+            if time.perf_counter() - started > budget and not impl.last_resort:
                 # A synchronous implementation cannot be interrupted; its late answer is
                 # still discarded so that budgets mean the same for every plugin.
                 raise TimeoutError
@@ -234,7 +260,7 @@ class Pipeline:
             outcome = CallOutcome(plugin=impl.plugin, ok=False, reason="error")
             log.exception("plugin %s raised in %s: %s", impl.plugin, hook, exc)
         elapsed = time.perf_counter() - started
-        self.metrics.plugin_seconds.labels(impl.plugin, hook).observe(elapsed)
+        impl.duration.observe(elapsed)
         if not outcome.ok:
             self.metrics.plugin_failures.labels(impl.plugin, hook, outcome.reason).inc()
         if trace is not None:
@@ -311,7 +337,14 @@ class Pipeline:
             return await self.store.load_visitor(request.visitor_id, request.session_id, page_view)
         except StoreUnavailable as exc:
             self.metrics.store_errors.labels("load_visitor").inc()
-            log.warning("profile store unavailable, deciding without a profile: %s", exc)
+            now = time.monotonic()
+            if now - self._store_warned >= STORE_WARNING_INTERVAL_S:
+                self._store_warned = now
+                log.warning(
+                    "profile store unavailable, deciding without profiles (repeats are "
+                    "counted in journeygate_store_errors_total, not logged): %s",
+                    exc,
+                )
             return StoredVisitor(store_available=False)
 
     async def decide(self, request: DecideRequest) -> Decision:
@@ -327,11 +360,12 @@ class Pipeline:
         )
         context = await self._enrich(context, trace)
         shown: set[str] = set()
-        blocks = list(
-            await asyncio.gather(
-                *(self._answer(context, slot, trace, deadline, shown) for slot in request.slots)
-            )
-        )
+        answers = (self._answer(context, slot, trace, deadline, shown) for slot in request.slots)
+        if self._slots_concurrent:
+            blocks = list(await asyncio.gather(*answers))
+        else:
+            # Every slot hook is synchronous: tasks would add overhead and no concurrency.
+            blocks = [await answer for answer in answers]
         decision = Decision(context=context, blocks=blocks, trace=trace or [], started=started)
         decision.duration_ms = (time.perf_counter() - started) * 1000
         if self._impls["journeygate_observe_decision"]:
@@ -434,6 +468,19 @@ class Pipeline:
             "journeygate_observe_decision", {"context": context, "blocks": blocks}, None
         )
 
+    def _item_base(self, product: Product) -> dict[str, Any]:
+        """The catalog part of an item, built once per product and copied per request."""
+        currency = self.config.catalog.currency
+        return {
+            "product_id": product.product_id,
+            "title": product.title,
+            "price": product.price,
+            "currency": currency,
+            "price_display": f"{product.price:.2f} {currency}",
+            "category": product.category,
+            "url": self.config.catalog.product_url.format(product_id=product.product_id),
+        }
+
     def resolve_items(
         self,
         context: DecisionContext,
@@ -448,8 +495,6 @@ class Pipeline:
         excluded = set(context.context.cart_product_ids) | shown
         if context.context.page.product_id:
             excluded.add(context.context.page.product_id)
-        url_pattern = self.config.catalog.product_url
-        currency = self.config.catalog.currency
         items: list[dict[str, Any]] = []
         for candidate in candidates:
             if not isinstance(candidate, Candidate):
@@ -458,15 +503,10 @@ class Pipeline:
             if product is None or not product.available or product.product_id in excluded:
                 continue
             excluded.add(product.product_id)
-            item: dict[str, Any] = {
-                "product_id": product.product_id,
-                "title": product.title,
-                "price": product.price,
-                "currency": currency,
-                "category": product.category,
-                "url": url_pattern.format(product_id=product.product_id),
-                "score": round(float(candidate.score), 6),
-            }
+            base = self._item_bases.get(product.product_id)
+            if base is None:
+                base = self._item_bases[product.product_id] = self._item_base(product)
+            item = {**base, "score": round(float(candidate.score), 6)}
             if candidate.reason:
                 item["reason"] = candidate.reason
             items.append(item)

@@ -9,12 +9,14 @@ from typing import Any
 import jinja2
 
 TEMPLATE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# Stands in for the decision id in cached HTML; escaping leaves it unchanged.
+DECISION_PLACEHOLDER = "jg0decision0placeholder"
 
 
 class Renderer:
     """Renders block templates from the override directory first, then the bundled ones."""
 
-    def __init__(self, directories: list[Path]) -> None:
+    def __init__(self, directories: list[Path], cache_size: int = 4096) -> None:
         self.environment = jinja2.Environment(
             loader=jinja2.FileSystemLoader([str(d) for d in directories]),
             autoescape=True,
@@ -24,6 +26,8 @@ class Renderer:
             auto_reload=False,
         )
         self._templates: dict[str, jinja2.Template] = {}
+        self._cache: dict[tuple[str, bytes], str] = {}
+        self._cache_size = cache_size
 
     def has_template(self, name: str) -> bool:
         """True when ``name`` (without ``.html``) is a valid, existing template."""
@@ -45,3 +49,21 @@ class Renderer:
     def render(self, name: str, **values: Any) -> str:
         """Render template ``name`` (``recommendations`` → ``recommendations.html``)."""
         return self._template(name).render(**values).strip()
+
+    def render_cached(self, name: str, fingerprint: bytes, decision_id: str, **values: Any) -> str:
+        """Render ``name`` once per ``fingerprint`` and splice the decision id into a copy.
+
+        ``fingerprint`` must identify every value the template receives except the decision
+        id (which is passed here, also inside ``values`` wherever it appears, as
+        :data:`DECISION_PLACEHOLDER`). Blocks that many visitors share — popular items, a
+        default offer — then render once instead of on every request.
+        """
+        key = (name, fingerprint)
+        html = self._cache.get(key)
+        if html is None:
+            html = self.render(name, decision_id=DECISION_PLACEHOLDER, **values)
+            if self._cache_size:
+                if len(self._cache) >= self._cache_size:
+                    del self._cache[next(iter(self._cache))]  # the oldest entry
+                self._cache[key] = html
+        return html.replace(DECISION_PLACEHOLDER, decision_id)

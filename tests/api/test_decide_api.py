@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from journeygate import appkeys
 from journeygate.catalog import Product, write_catalog
 
 SLOTS = [
@@ -280,3 +281,16 @@ async def test_only_product_pages_record_a_product_view(
     cart_page = {"page": {"type": "cart", "product_id": "85123A"}}
     await client.post("/v1/decide", json={**BODY, "visitor_id": visitor_id, "context": cart_page})
     assert redis_client.lrange(f"jg:{{{visitor_id}}}:views", 0, -1) == []
+
+
+async def test_shared_blocks_are_rendered_once_with_each_decision_id(gateway):
+    client = await gateway()
+    answers = [await (await client.post("/v1/decide", json=BODY)).json() for _ in range(2)]
+    first, second = (a["blocks"][0]["html"] for a in answers)
+    ids = [a["decision_id"] for a in answers]
+    assert ids[0] != ids[1]
+    assert ids[0] in first and ids[1] in second and ids[0] not in second
+    assert first.replace(ids[0], "") == second.replace(ids[1], "")
+    assert "jg0decision0placeholder" not in first + second
+    renderer = client.app[appkeys.RENDERER]
+    assert len(renderer._cache) == 2  # the recommendations block and the offer, once each

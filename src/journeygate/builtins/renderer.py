@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
+
 from journeygate import hookimpl
 from journeygate.model import Block, DecisionContext
-from journeygate.render import Renderer
+from journeygate.render import DECISION_PLACEHOLDER, Renderer
 
 
 class RendererPlugin:
@@ -14,13 +18,36 @@ class RendererPlugin:
     def journeygate_render_block(
         self, context: DecisionContext, block: Block, renderer: Renderer
     ) -> str:
-        return renderer.render(
-            block.slot.template or block.slot.kind,
-            block=block,
-            slot=block.slot,
-            items=block.items,
-            offer=block.offer,
-            tracking=block.tracking(context.decision_id),
-            decision_id=context.decision_id,
-            visitor=context.visitor,
+        slot = block.slot
+        try:
+            fingerprint = orjson.dumps(
+                [
+                    [slot.id, slot.kind, slot.strategy, slot.limit, slot.plugin, dict(slot.params)],
+                    [block.source, block.personalized, block.fallback_reason, block.items],
+                    block.offer.as_json() if block.offer else None,
+                    context.visitor.as_json(),
+                ]
+            )
+        except TypeError:  # a post-processor put something that is not JSON into the block
+            return renderer.render(
+                slot.template or slot.kind,
+                decision_id=context.decision_id,
+                **self._values(block, context, context.decision_id),
+            )
+        return renderer.render_cached(
+            slot.template or slot.kind,
+            fingerprint,
+            context.decision_id,
+            **self._values(block, context, DECISION_PLACEHOLDER),
         )
+
+    def _values(self, block: Block, context: DecisionContext, decision_id: str) -> dict[str, Any]:
+        """What a block template receives (``decision_id`` is added by the renderer)."""
+        return {
+            "block": block,
+            "slot": block.slot,
+            "items": block.items,
+            "offer": block.offer,
+            "tracking": block.tracking(decision_id),
+            "visitor": context.visitor,
+        }

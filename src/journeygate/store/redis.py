@@ -1,4 +1,5 @@
-"""Redis profile store: one connection pool, every request one pipelined round trip."""
+"""Redis profile store: one connection pool, every request one round trip (a pipeline or
+one Lua script over keys of a single hash slot)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,12 @@ from journeygate.config import EventsConfig, StoreConfig
 from journeygate.model import StoredVisitor
 from journeygate.store import keys
 from journeygate.store.base import Applied, MergeStart, RawVisitor, StoreUnavailable
-from journeygate.store.scripts import BEGIN_MERGE_SCRIPT, ERASE_SCRIPT, EVENTS_SCRIPT
+from journeygate.store.scripts import (
+    BEGIN_MERGE_SCRIPT,
+    ERASE_SCRIPT,
+    EVENTS_SCRIPT,
+    LOAD_VISITOR_SCRIPT,
+)
 
 MAX_ALIAS_DEPTH = 4
 
@@ -38,6 +44,7 @@ class RedisProfileStore:
             socket_connect_timeout=self._timeout,
             retry_on_timeout=False,
         )
+        self._load_script = self.client.register_script(LOAD_VISITOR_SCRIPT)
 
     async def _execute(self, pipe: Any) -> list[Any]:
         try:
@@ -51,39 +58,34 @@ class RedisProfileStore:
         self, visitor_id: str, session_id: str | None, page_view: str | None = None
     ) -> StoredVisitor:
         cfg = self.config
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hgetall(keys.profile(visitor_id))
-        pipe.lrange(keys.views(visitor_id), 0, cfg.history_max - 1)
-        if session_id:
-            session_key = keys.session(visitor_id, session_id)
-            session_views_key = keys.session_views(visitor_id, session_id)
-            pipe.hget(session_key, "pages")
-            pipe.lrange(session_views_key, 0, cfg.session_views_max - 1)
-        if page_view:
-            pipe.lpush(keys.views(visitor_id), page_view)
-            pipe.ltrim(keys.views(visitor_id), 0, cfg.history_max - 1)
-            pipe.expire(keys.views(visitor_id), cfg.profile_ttl_s)
-        if session_id:
-            now = time.time()
-            pipe.hincrby(session_key, "pages", 1)
-            pipe.hsetnx(session_key, "started", now)
-            pipe.hset(session_key, "last", now)
-            pipe.expire(session_key, cfg.session_ttl_s)
-            if page_view:
-                pipe.lpush(session_views_key, page_view)
-                pipe.ltrim(session_views_key, 0, cfg.session_views_max - 1)
-                pipe.expire(session_views_key, cfg.session_ttl_s)
-            sessions_key = keys.sessions(visitor_id)
-            pipe.zadd(sessions_key, {session_id: now})
-            pipe.zremrangebyrank(sessions_key, 0, -cfg.history_max - 1)
-            pipe.expire(sessions_key, cfg.profile_ttl_s)
-        results = await self._execute(pipe)
-        profile = {field: json.loads(value) for field, value in results[0].items()}
+        session = session_id or ""
+        try:
+            async with asyncio.timeout(self._timeout):
+                profile, views, pages, session_views = await self._load_script(
+                    keys=[
+                        keys.profile(visitor_id),
+                        keys.views(visitor_id),
+                        keys.session(visitor_id, session),
+                        keys.session_views(visitor_id, session),
+                        keys.sessions(visitor_id),
+                    ],
+                    args=[
+                        cfg.history_max,
+                        cfg.session_views_max,
+                        cfg.profile_ttl_s,
+                        cfg.session_ttl_s,
+                        page_view or "",
+                        session,
+                        time.time(),
+                    ],
+                )
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from exc
         return StoredVisitor(
-            profile=profile,
-            recent_views=tuple(results[1]),
-            session_pages=int(results[2] or 0) if session_id else 0,
-            session_views=tuple(results[3]) if session_id else (),
+            profile={profile[i]: json.loads(profile[i + 1]) for i in range(0, len(profile), 2)},
+            recent_views=tuple(views),
+            session_pages=int(pages or 0),
+            session_views=tuple(session_views),
         )
 
     async def update_profile(self, visitor_id: str, fields: Mapping[str, Any]) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# Decide-time read of a visitor plus the page-view write; see load_visitor.lua.
+LOAD_VISITOR_SCRIPT = Path(__file__).with_name("load_visitor.lua").read_text(encoding="utf-8")
+
 # Apply one visitor's events atomically; see the comments at the top of events.lua.
 EVENTS_SCRIPT = Path(__file__).with_name("events.lua").read_text(encoding="utf-8")
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import secrets
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from journeygate import appkeys
@@ -26,20 +26,27 @@ async def read_json(request: web.Request) -> Any:
         )
     raw = await request.read()
     try:
-        return json.loads(raw)
-    except UnicodeDecodeError:
-        raise InvalidJson("request body is not UTF-8") from None
-    except json.JSONDecodeError as exc:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         raise InvalidJson(
             f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+
+
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """A JSON response serialised with orjson (several times faster than the json module)."""
+    return web.Response(
+        body=orjson.dumps(body), status=status, headers=headers, content_type="application/json"
+    )
 
 
 async def decide(request: web.Request) -> web.Response:
     body = await read_json(request)
     decide_request = parse_decide_request(body, request.app[appkeys.LIMITS])
     decision = await request.app[appkeys.PIPELINE].decide(decide_request)
-    return web.json_response(
+    return json_response(
         decision.as_json(decide_request.explain), headers={"Cache-Control": "no-store"}
     )
 
