@@ -11,6 +11,9 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from journeygate.config import EventsConfig, StoreConfig
@@ -43,6 +46,10 @@ class RedisProfileStore:
             socket_timeout=self._timeout,
             socket_connect_timeout=self._timeout,
             retry_on_timeout=False,
+            # A pooled connection that died with a Redis restart is replaced once, at once,
+            # instead of failing the first request after the restart.
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError],
         )
         self._load_script = self.client.register_script(LOAD_VISITOR_SCRIPT)
 
