@@ -21,7 +21,11 @@ setup: $(STAMP)
 var/catalog.csv: $(STAMP) data/sample/online_retail_sample.csv.gz
 	$(BIN)/journeygate prepare --force
 
-run: setup var/catalog.csv
+# A recommender model trained on the bundled sample, unless one exists already.
+var/models/recommender/CURRENT: $(STAMP) data/sample/online_retail_sample.csv.gz
+	$(BIN)/journeygate train
+
+run: setup var/catalog.csv var/models/recommender/CURRENT
 	$(BIN)/journeygate serve
 
 lint: setup
@@ -33,8 +37,9 @@ test: setup lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$status
 
-bench: setup var/catalog.csv
+bench: setup var/catalog.csv var/models/recommender/CURRENT
 	$(BIN)/python bench/decide.py
+	$(BIN)/python bench/encoder.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,196 @@
+"""Training runs, versioned artifacts and the ``journeygate train`` / ``evaluate`` commands.
+
+Artifacts live in ``<out>/<YYYYmmddTHHMMSS>-<hash>/`` (UTC time, first 8 hex digits of the
+SHA-256 of ``arrays.npz`` and ``meta.json``). ``<out>/CURRENT`` holds the name of the artifact
+to serve. It is replaced atomically (temporary file + ``os.replace``) only once the directory
+is complete, so a gateway polling it never sees a half-written model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jg_recommender.evaluation import (
+    Progress,
+    evaluate,
+    evaluate_data,
+    format_table,
+    load_interactions,
+)
+from jg_recommender.model import (
+    ARRAYS_FILE,
+    META_FILE,
+    HybridRecommender,
+    RecommenderParams,
+    product_embeddings,
+)
+from journeygate.config import AppConfig
+
+CURRENT = "CURRENT"
+DEFAULT_ARTIFACTS = "var/models/recommender"
+EMBEDDING_CACHE = "var/cache/recommender"
+PLUGIN_NAME = "recommender"
+
+
+def latest_artifact(out_root: Path) -> Path | None:
+    """The artifact directory ``CURRENT`` names, or None when there is none (yet)."""
+    try:
+        name = (out_root / CURRENT).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    path = out_root / name
+    return path if name and path.is_dir() else None
+
+
+def _digest(directory: Path) -> str:
+    """First 8 hex digits of the SHA-256 of the artifact's files (arrays and metadata)."""
+    digest = hashlib.sha256()
+    for name in (ARRAYS_FILE, META_FILE):
+        with (directory / name).open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:8]
+
+
+def publish(model: HybridRecommender, out_root: Path, metrics: Mapping[str, Any] | None) -> Path:
+    """Write ``model`` as a new artifact directory and point ``CURRENT`` at it."""
+    out_root.mkdir(parents=True, exist_ok=True)
+    staging = out_root / f".staging-{uuid.uuid4().hex}"
+    try:
+        model.save(staging, metrics)
+        name = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{_digest(staging)}"
+        final = out_root / name
+        if not final.exists():  # else: an identical artifact, written within the same second
+            staging.rename(final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    pointer = out_root / f".{CURRENT}-{uuid.uuid4().hex}"
+    pointer.write_text(name + "\n", encoding="utf-8")
+    os.replace(pointer, out_root / CURRENT)
+    return final
+
+
+def train(
+    source: Path,
+    out_root: Path,
+    params: RecommenderParams | None = None,
+    evaluate_first: bool = False,
+    cache_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """Fit on all of ``source`` (an Online Retail-layout file) and publish the artifact.
+
+    With ``evaluate_first`` the same parameters are first scored on the temporal split
+    (docs/evaluation.md) and the test-window NDCG@10 table is stored in ``meta.json``.
+    Returns the new artifact directory.
+    """
+    say = progress or (lambda _message: None)
+    params = params or RecommenderParams()
+    interactions, products = load_interactions(source)
+    say(f"{len(interactions):,} interactions, {len(products):,} products; embedding products")
+    embeddings = product_embeddings(products, cache_dir)
+    metrics = None
+    if evaluate_first:
+        report = evaluate_data(
+            interactions, products, embeddings, params, source=str(source), progress=say
+        )
+        metrics = report.summary()
+    say("fitting")
+    model = HybridRecommender.fit(interactions, products, params, embeddings)
+    return publish(model, out_root, metrics)
+
+
+# -- command line --------------------------------------------------------------------------
+
+
+def _progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _artifacts_root(config: AppConfig) -> Path:
+    settings = config.plugin_config(PLUGIN_NAME).settings
+    return config.resolve_path(str(settings.get("artifacts", DEFAULT_ARTIFACTS)))
+
+
+def add_arguments_train(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--source", type=Path, help="Online Retail-layout file (default: the bundled sample)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help=f"artifact root (default: [plugin.recommender] artifacts, else {DEFAULT_ARTIFACTS})",
+    )
+    parser.add_argument(
+        "--algorithm", choices=("als", "bpr"), default="als", help="factor model (default: als)"
+    )
+    parser.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="score the parameters on the temporal split first and store the metrics",
+    )
+
+
+def train_command(args: argparse.Namespace, config: AppConfig) -> int:
+    source = args.source or config.resolve_path(config.catalog.sample_interactions)
+    out_root = args.out or _artifacts_root(config)
+    started = time.perf_counter()
+    path = train(
+        source,
+        out_root,
+        RecommenderParams.for_algorithm(args.algorithm),
+        evaluate_first=args.evaluate,
+        cache_dir=config.resolve_path(EMBEDDING_CACHE),
+        progress=_progress,
+    )
+    seconds = time.perf_counter() - started
+    print(f"{out_root / CURRENT} -> {path.name} (trained in {seconds:.1f} s)")
+    return 0
+
+
+def add_arguments_evaluate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, help="interactions in the Online Retail layout")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--artifact", type=Path, help="evaluate the parameters this artifact was trained with"
+    )
+    source.add_argument(
+        "--tune",
+        action="store_true",
+        help="choose parameters on the validation window first (about a minute on full data)",
+    )
+    source.add_argument(
+        "--algorithm", choices=("als", "bpr"), help="evaluate this factor model's defaults"
+    )
+    parser.add_argument(
+        "--days", type=int, default=30, help="length of the test and validation windows"
+    )
+
+
+def evaluate_command(args: argparse.Namespace, config: AppConfig) -> int:
+    params = None
+    if args.artifact is not None:
+        params = HybridRecommender.load(args.artifact).params
+    elif args.algorithm is not None:
+        params = RecommenderParams.for_algorithm(args.algorithm)
+    report = evaluate(
+        args.file,
+        params,
+        tune_params=args.tune,
+        days=args.days,
+        cache_dir=config.resolve_path(EMBEDDING_CACHE),
+        progress=_progress,
+    )
+    print(format_table(report))
+    return 0
