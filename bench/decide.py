@@ -81,7 +81,7 @@ HOST = "127.0.0.1"
 BASELINE_KEY_PREFIX = "jgbench:profile:"
 BASELINE_KEY_TTL_S = 3600
 SLOTS = (
-    {"id": "pdp-similar", "kind": "recommendations", "limit": 8},
+    {"id": "pdp-similar", "kind": "recommendations", "strategy": "similar_items", "limit": 8},
     {"id": "hero", "kind": "offer"},
 )
 SESSIONS_PER_VISITOR = 3
