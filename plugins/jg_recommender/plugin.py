@@ -1,6 +1,9 @@
 """The recommender as a gateway plugin: serves the trained artifact for six slot strategies.
 
 The model is held in memory and scored in the gateway's executor, never on the event loop;
+rankings are cached per model (similar items of a product, a basket's companions, trending
+per category, a search query, an anonymous session's neighbours repeat across visitors), so
+the executor is only used when an answer is new;
 search queries go through the micro-batching encoder so concurrent queries share one forward
 pass. A watcher picks up a newly trained artifact (``CURRENT`` changes) and swaps it in
 without a restart: the new model is loaded off the loop and replaces the reference in one
@@ -14,7 +17,8 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +63,7 @@ class RecommenderSettings:
     exclude_purchased: bool = True
     max_per_family: int = 2
     search: bool = True
+    cache_size: int = 20_000  # rankings kept per model (item-keyed strategies repeat a lot)
 
     @classmethod
     def from_mapping(cls, settings: Mapping[str, Any]) -> RecommenderSettings:
@@ -76,6 +81,18 @@ class RecommenderSettings:
                     f"{expected.__name__}, got {value!r}"
                 )
         return cls(**settings)
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """A model method and its arguments; also the key of its cached ranking."""
+
+    method: str
+    args: tuple[Any, ...]
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return (self.method, *self.args)
 
 
 def title_family(title: str) -> str:
@@ -97,6 +114,8 @@ class RecommenderPlugin:
         self.executor: Executor | None = None
         self.artifacts = Path(self.settings.artifacts)
         self._tasks: list[asyncio.Task[None]] = []
+        self._cache_model: HybridRecommender | None = None
+        self._cache: OrderedDict[tuple[Any, ...], Ranking] = OrderedDict()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -154,15 +173,16 @@ class RecommenderPlugin:
     async def reload(self) -> bool:
         """Load the artifact ``CURRENT`` points at, if it is not the one being served.
 
-        Reading and deserialising happen in the executor; the swap is one assignment.
+        Reading and deserialising happen off the event loop; the swap is one assignment.
         Returns True when a model is being served afterwards.
         """
-        loop = asyncio.get_running_loop()
-        path = await loop.run_in_executor(self.executor, latest_artifact, self.artifacts)
+        # Loading runs on its own thread, not the scoring executor, so requests in flight are
+        # never queued behind a model load.
+        path = await asyncio.to_thread(latest_artifact, self.artifacts)
         if path is None or path == self.model_path:
             return self.model is not None
         try:
-            model = await loop.run_in_executor(self.executor, HybridRecommender.load, path)
+            model = await asyncio.to_thread(HybridRecommender.load, path)
         except Exception:
             log.exception("could not load recommender artifact %s; keeping the current one", path)
             return self.model is not None
@@ -192,52 +212,70 @@ class RecommenderPlugin:
         if model is None:
             return None
         wanted = slot.limit * 3 + len(context.context.cart) + 2
-        score = await self._scorer(model, context, slot, wanted)
-        if score is None:
+        call = self._model_call(model, context, slot, wanted)
+        if call is None:
             return None
-        loop = asyncio.get_running_loop()
-        ranking = await loop.run_in_executor(self.executor, score)
+        if self._cache_model is not model:
+            self._cache_model, self._cache = model, OrderedDict()
+        ranking = self._cache.get(call.key)
+        if ranking is None:
+            ranking = await self._score(model, call)
+            if ranking is None:
+                return None
+            if self.settings.cache_size:
+                self._cache[call.key] = ranking
+                if len(self._cache) > self.settings.cache_size:
+                    self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(call.key)
         return self._apply_rules(ranking, slot)
 
-    async def _scorer(
+    def _model_call(
         self, model: HybridRecommender, context: DecisionContext, slot: SlotRequest, n: int
-    ) -> Callable[[], Ranking] | None:
-        """The model call for this strategy, ready to run in the executor (None: no answer)."""
+    ) -> ModelCall | None:
+        """Which model method answers this slot, with which arguments (None: no answer)."""
         request = context.context
         params = slot.params
         product_id = str(params.get("product_id") or request.page.product_id or "")
-        cart_ids = [item.product_id for item in request.cart]
-        session_items = [*dict.fromkeys([*context.stored.session_views, *cart_ids])]
-        if product_id:
-            session_items.insert(0, product_id)
-        user_id = str(context.stored.profile.get("customer_id") or context.visitor_id)
+        cart_ids = tuple(item.product_id for item in request.cart)
         strategy = slot.strategy
         if strategy == "for_you":
-            return lambda: model.recommend_for_user(
-                user_id,
-                n,
-                session_items=session_items,
-                allow_repeats=not self.settings.exclude_purchased,
+            session = dict.fromkeys([*context.stored.session_views, *cart_ids])
+            session_items = tuple(dict.fromkeys([product_id, *session]) if product_id else session)
+            user_id = str(context.stored.profile.get("customer_id") or context.visitor_id)
+            if not model.has_user(user_id):
+                # Everything an unknown visitor gets depends on the session alone, so
+                # visitors with the same session share one cached answer.
+                return ModelCall("recommend_for_items", (session_items, n))
+            return ModelCall(
+                "recommend_for_user",
+                (user_id, n, (), session_items, not self.settings.exclude_purchased),
             )
         if strategy == "similar_items":
-            if not product_id:
-                return None
-            return lambda: model.similar_items(product_id, n)
+            return ModelCall("similar_items", (product_id, n)) if product_id else None
         if strategy == "bought_together":
-            basket = cart_ids or ([product_id] if product_id else [])
-            if not basket:
-                return None
-            return lambda: model.bought_together(basket, n)
+            basket = cart_ids or ((product_id,) if product_id else ())
+            return ModelCall("bought_together", (tuple(sorted(basket)), n)) if basket else None
         if strategy == "trending":
             category = params.get("category") or request.page.category
-            return lambda: model.trending(n, category=category)
+            return ModelCall("trending", (n, (), category))
         if strategy == "search":
-            query = str(params.get("query") or request.page.query or "").strip()
+            query = " ".join(str(params.get("query") or request.page.query or "").split())
             if not query or self.encoder is None or not model.has_content:
                 return None
-            embedding = await self.encoder.encode(query)
-            return lambda: model.search(embedding, n)
+            return ModelCall("search", (query.lower(), n))
         return None
+
+    async def _score(self, model: HybridRecommender, call: ModelCall) -> Ranking | None:
+        """Run the model call in the executor (the query embedding first, for search)."""
+        args = call.args
+        if call.method == "search":
+            assert self.encoder is not None
+            args = (await self.encoder.encode(args[0]), *args[1:])
+        method = getattr(model, call.method)
+        loop = asyncio.get_running_loop()
+        ranking: Ranking = await loop.run_in_executor(self.executor, lambda: method(*args))
+        return ranking
 
     def _recently_viewed(self, context: DecisionContext) -> list[Candidate]:
         views = dict.fromkeys(context.stored.recent_views)

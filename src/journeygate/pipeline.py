@@ -45,7 +45,7 @@ VISITOR_FIELDS = ("stage", "intent", "segment", "sentiment")
 FALLBACK_PLUGIN = "fallback"
 # Built-ins that answer when nothing else did: a late answer from them is kept, because the
 # alternative is an empty block.
-STORE_WARNING_INTERVAL_S = 10.0
+WARNING_INTERVAL_S = 10.0
 LAST_RESORT_PLUGINS = frozenset({FALLBACK_PLUGIN, "renderer"})
 SLOT_HOOKS = (
     "journeygate_candidates",
@@ -136,7 +136,7 @@ class Pipeline:
         self.startup_failures: dict[str, str] = {}
         self._impls: dict[str, tuple[_Impl, ...]] = {}
         self._background: set[asyncio.Task[None]] = set()
-        self._store_warned = -STORE_WARNING_INTERVAL_S
+        self._last_warning: dict[tuple[str, ...], float] = {}
         self._slots_concurrent = True
         self._item_bases: dict[str, dict[str, Any]] = {}
 
@@ -211,6 +211,16 @@ class Pipeline:
             for impl in reversed(caller.get_hookimpls())
         )
 
+    def _first_in_interval(self, key: tuple[str, ...]) -> bool:
+        """True at most once per ``WARNING_INTERVAL_S`` for ``key``: a failure that repeats on
+        every request is logged once and counted in the metrics, not logged thousands of
+        times a second."""
+        now = time.monotonic()
+        if now - self._last_warning.get(key, -WARNING_INTERVAL_S) < WARNING_INTERVAL_S:
+            return False
+        self._last_warning[key] = now
+        return True
+
     def _invoke(self, impl: _Impl, kwargs: Mapping[str, Any]) -> Any:
         return impl.function(*(kwargs[name] for name in impl.argnames))
 
@@ -253,12 +263,19 @@ class Pipeline:
                 raise TimeoutError
         except TimeoutError:
             outcome = CallOutcome(plugin=impl.plugin, ok=False, reason="timeout")
-            log.warning(
-                "plugin %s exceeded its %.0f ms budget in %s", impl.plugin, budget * 1000, hook
-            )
+            if self._first_in_interval((impl.plugin, hook, "timeout")):
+                log.warning(
+                    "plugin %s exceeded its %.0f ms budget in %s (repeats within %.0f s are "
+                    "counted in journeygate_plugin_failures_total, not logged)",
+                    impl.plugin,
+                    budget * 1000,
+                    hook,
+                    WARNING_INTERVAL_S,
+                )
         except Exception as exc:
             outcome = CallOutcome(plugin=impl.plugin, ok=False, reason="error")
-            log.exception("plugin %s raised in %s: %s", impl.plugin, hook, exc)
+            if self._first_in_interval((impl.plugin, hook, "error")):
+                log.exception("plugin %s raised in %s: %s", impl.plugin, hook, exc)
         elapsed = time.perf_counter() - started
         impl.duration.observe(elapsed)
         if not outcome.ok:
@@ -337,9 +354,7 @@ class Pipeline:
             return await self.store.load_visitor(request.visitor_id, request.session_id, page_view)
         except StoreUnavailable as exc:
             self.metrics.store_errors.labels("load_visitor").inc()
-            now = time.monotonic()
-            if now - self._store_warned >= STORE_WARNING_INTERVAL_S:
-                self._store_warned = now
+            if self._first_in_interval(("store", "load_visitor")):
                 log.warning(
                     "profile store unavailable, deciding without profiles (repeats are "
                     "counted in journeygate_store_errors_total, not logged): %s",

@@ -109,7 +109,7 @@ async def test_slow_plugin_is_cut_off_and_the_fallback_answers(gateway):
     assert 'journeygate_fallback_blocks_total{kind="recommendations"} 1.0' in metrics
 
 
-async def test_crashing_plugin_is_isolated(gateway):
+async def test_crashing_plugin_is_isolated(gateway, caplog):
     client = await gateway(extra_plugins=[("crash", CrashingPicks())])
     for _ in range(3):
         body = await decide(client, decide_body(PICKS_SLOT))
@@ -117,6 +117,9 @@ async def test_crashing_plugin_is_isolated(gateway):
         assert body["blocks"][0]["fallback_reason"] == "crash: error"
     metrics = await (await client.get("/metrics")).text()
     assert 'plugin="crash",reason="error"} 3.0' in metrics
+    # Logged once with its traceback, then only counted: no log flood at full traffic.
+    logged = [r for r in caplog.records if "crash raised" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info is not None
 
 
 async def test_overrunning_sync_plugin_answer_is_discarded(gateway):

@@ -32,12 +32,14 @@ async def start(gateway, artifacts: Path, **settings):
     plugin = RecommenderPlugin()
     client = await gateway(
         extra_plugins=[("recommender", plugin)],
+        decide={"deadline_ms": 5000},
         plugin={
             "recommender": {
                 "artifacts": str(artifacts),
                 "reload_interval_s": 0.1,
                 # Behaviour, not timing, is tested here: a full garbage collection of the
-                # test process (torch, pandas) can take longer than the production budget.
+                # test process (torch, pandas) can take longer than the production budget
+                # and deadline (`journeygate serve` freezes startup objects to avoid that).
                 "budget_ms": 2000,
                 **settings,
             }
@@ -210,6 +212,7 @@ async def test_hot_reload_under_load_fails_no_request(gateway, artifacts, fitted
         while after_swap < 10:
             block = await decide(client, f"load-{index}", slot, page=page)
             sources.append(block["source"])
+            assert block["source"] == "recommender", block.get("fallback_reason")
             after_swap += swapped.is_set()
 
     async def retrain() -> None:
