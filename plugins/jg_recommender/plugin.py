@@ -43,6 +43,8 @@ from journeygate.model import Candidate, DecisionContext, SlotRequest
 log = logging.getLogger(__name__)
 
 PLUGIN_NAME = "recommender"
+RANKING_DEPTH = 60  # candidates asked from the model: room for rules, cart and other blocks
+WARM_CHUNK = 200  # similar-items rankings computed per background step after a model load
 STRATEGIES = (
     "for_you",
     "similar_items",
@@ -64,6 +66,7 @@ class RecommenderSettings:
     max_per_family: int = 2
     search: bool = True
     cache_size: int = 20_000  # rankings kept per model (item-keyed strategies repeat a lot)
+    warm_similar_items: bool = True  # precompute every product's similar items after a load
 
     @classmethod
     def from_mapping(cls, settings: Mapping[str, Any]) -> RecommenderSettings:
@@ -187,8 +190,31 @@ class RecommenderPlugin:
             log.exception("could not load recommender artifact %s; keeping the current one", path)
             return self.model is not None
         self.model, self.model_path = model, path
+        if self.settings.warm_similar_items and self.settings.cache_size:
+            self._tasks = [task for task in self._tasks if not task.done()]
+            self._tasks.append(asyncio.create_task(self._warm(model)))
         log.info("recommender serving %s", path.name)
         return True
+
+    async def _warm(self, model: HybridRecommender) -> None:
+        """Fill the ranking cache with every product's similar items, a chunk at a time on a
+        background thread, so product pages never wait for the executor. Stops early when a
+        newer model replaced this one."""
+        items = model.item_ids[: self.settings.cache_size]
+        for start in range(0, len(items), WARM_CHUNK):
+            if self.model is not model:
+                return
+            chunk = items[start : start + WARM_CHUNK]
+            rankings = await asyncio.to_thread(
+                lambda chunk=chunk: {
+                    ("similar_items", item, RANKING_DEPTH): model.similar_items(item, RANKING_DEPTH)
+                    for item in chunk
+                }
+            )
+            if self._cache_model is not model:
+                self._cache_model, self._cache = model, OrderedDict()
+            self._cache.update(rankings)
+        log.info("recommender: similar items of %d products cached", len(items))
 
     async def _watch(self) -> None:
         while True:
@@ -211,7 +237,8 @@ class RecommenderPlugin:
         model = self.model
         if model is None:
             return None
-        wanted = slot.limit * 3 + len(context.context.cart) + 2
+        # A fixed minimum keeps cache keys the same across slot limits and cart sizes.
+        wanted = max(slot.limit * 3 + len(context.context.cart) + 2, RANKING_DEPTH)
         call = self._model_call(model, context, slot, wanted)
         if call is None:
             return None

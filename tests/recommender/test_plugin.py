@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from jg_recommender.model import HybridRecommender
-from jg_recommender.plugin import RecommenderPlugin, RecommenderSettings, title_family
+from jg_recommender.plugin import (
+    RANKING_DEPTH,
+    RecommenderPlugin,
+    RecommenderSettings,
+    title_family,
+)
 from jg_recommender.training import latest_artifact, publish
 
 
@@ -226,6 +231,24 @@ async def test_hot_reload_under_load_fails_no_request(gateway, artifacts, fitted
     assert plugin.model_path == latest_artifact(artifacts) != first
     assert plugin.model.meta["metrics"] == {"retrained": True}
     assert len(sources) >= 80 and set(sources) == {"recommender"}
+
+
+async def test_similar_items_of_every_product_are_cached_after_a_load(gateway, artifacts, fitted):
+    client, plugin = await start(gateway, artifacts)
+    for _ in range(200):
+        if len(plugin._cache) >= len(fitted.item_ids):
+            break
+        await asyncio.sleep(0.05)
+    product = fitted.item_ids[7]
+    cached = plugin._cache[("similar_items", product, RANKING_DEPTH)]
+    assert cached == fitted.similar_items(product, RANKING_DEPTH)
+    block = await decide(
+        client,
+        "v-warm",
+        {"id": "pdp", "kind": "recommendations", "strategy": "similar_items", "limit": 4},
+        page={"type": "product", "product_id": product},
+    )
+    assert ids(block) == [item for item, _, _ in cached if item != product][: len(ids(block))]
 
 
 def test_settings_are_validated():
