@@ -360,6 +360,9 @@ def start_servers(
     baseline_url = f"http://{HOST}:{baseline_port}"
     wait_http(baseline, f"{baseline_url}/healthz", args.startup_timeout)
     wait_http(gateway, f"{gateway_url}/readyz", args.startup_timeout)
+    # Plugins finish background work after they are ready (the recommender precomputes every
+    # product's similar items); measuring during it would charge that CPU to requests.
+    time.sleep(args.settle)
     print(f"gateway: {gateway_url} (log: {gateway.log_path.relative_to(ROOT)})")
     print(f"baseline: {baseline_url} (log: {baseline.log_path.relative_to(ROOT)})")
     return Servers(redis_url, gateway_url, baseline_url, gateway, baseline)
@@ -885,6 +888,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--startup-timeout", type=float, default=90.0, help="seconds a server may take to start"
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=10.0,
+        help="seconds to wait after /readyz for plugins' background warm-up",
     )
     parser.add_argument(
         "--baseline-server",
