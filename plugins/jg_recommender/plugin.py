@@ -18,7 +18,7 @@ import contextlib
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +118,7 @@ class RecommenderPlugin:
         self.artifacts = Path(self.settings.artifacts)
         self._tasks: list[asyncio.Task[None]] = []
         self._cache_model: HybridRecommender | None = None
+        self._families: dict[str, str] = {}  # product id -> title family, built as needed
         self._cache: OrderedDict[tuple[Any, ...], Ranking] = OrderedDict()
 
     # -- lifecycle -------------------------------------------------------------------
@@ -227,9 +228,11 @@ class RecommenderPlugin:
     # -- answering slots ---------------------------------------------------------------
 
     @hookimpl
-    async def journeygate_candidates(
+    def journeygate_candidates(
         self, context: DecisionContext, slot: SlotRequest
-    ) -> list[Candidate] | None:
+    ) -> list[Candidate] | Awaitable[list[Candidate] | None] | None:
+        """Answered synchronously from the ranking cache; only a new answer returns an
+        awaitable that scores in the executor (the pipeline awaits it under the budget)."""
         if slot.strategy not in STRATEGIES:
             return None
         if slot.strategy == "recently_viewed":
@@ -246,16 +249,21 @@ class RecommenderPlugin:
             self._cache_model, self._cache = model, OrderedDict()
         ranking = self._cache.get(call.key)
         if ranking is None:
-            ranking = await self._score(model, call)
-            if ranking is None:
-                return None
-            if self.settings.cache_size:
-                self._cache[call.key] = ranking
-                if len(self._cache) > self.settings.cache_size:
-                    self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(call.key)
-        return self._apply_rules(ranking, slot)
+            return self._score_and_cache(model, call, slot, context)
+        self._cache.move_to_end(call.key)
+        return self._apply_rules(ranking, slot, context)
+
+    async def _score_and_cache(
+        self, model: HybridRecommender, call: ModelCall, slot: SlotRequest, context: DecisionContext
+    ) -> list[Candidate] | None:
+        ranking = await self._score(model, call)
+        if ranking is None:
+            return None
+        if self.settings.cache_size and self._cache_model is model:
+            self._cache[call.key] = ranking
+            if len(self._cache) > self.settings.cache_size:
+                self._cache.popitem(last=False)
+        return self._apply_rules(ranking, slot, context)
 
     def _model_call(
         self, model: HybridRecommender, context: DecisionContext, slot: SlotRequest, n: int
@@ -312,12 +320,16 @@ class RecommenderPlugin:
             for index, product_id in enumerate(views)
         ]
 
-    def _apply_rules(self, ranking: Ranking, slot: SlotRequest) -> list[Candidate]:
+    def _apply_rules(
+        self, ranking: Ranking, slot: SlotRequest, context: DecisionContext
+    ) -> list[Candidate]:
         """Business rules after scoring: category filter and per-block diversity. Exclusion of
         the cart, the page's product, unavailable products and repeats across blocks is done
-        by the pipeline for every plugin."""
+        by the pipeline for every plugin; enough candidates are kept for it to have room."""
         category = slot.params.get("category")
         cap = self.settings.max_per_family
+        page_slots = sum(s.limit for s in context.request.slots if s.kind == "recommendations")
+        enough = slot.limit + page_slots + len(context.context.cart) + 1
         families: dict[str, int] = {}
         kept: list[Candidate] = []
         for product_id, score, reason in ranking:
@@ -326,9 +338,13 @@ class RecommenderPlugin:
                 continue
             if category and product.category != category:
                 continue
-            family = title_family(product.title)
+            family = self._families.get(product_id)
+            if family is None:
+                family = self._families[product_id] = title_family(product.title)
             if cap and families.get(family, 0) >= cap:
                 continue
             families[family] = families.get(family, 0) + 1
             kept.append(Candidate(product_id, score=score, reason=reason))
+            if len(kept) >= enough:
+                break
         return kept
