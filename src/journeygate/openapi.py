@@ -8,23 +8,7 @@ from journeygate import __version__
 from journeygate.config import AppConfig
 from journeygate.events.openapi import event_paths, event_schemas
 from journeygate.model import CHANNELS, PAGE_TYPES, SLOT_KINDS
-
-JSON = "application/json"
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {JSON: {"schema": schema}}}
-
-
-def _error(description: str) -> dict[str, Any]:
-    return _json(_ref("Error"), description)
-
-
-NULLABLE_STRING = {"type": ["string", "null"]}
+from journeygate.openapi_parts import JSON, NULLABLE_STRING, error_body, json_body, ref
 
 
 def schemas(config: AppConfig) -> dict[str, Any]:
@@ -70,7 +54,7 @@ def schemas(config: AppConfig) -> dict[str, Any]:
                 },
                 "cart": {
                     "type": "object",
-                    "properties": {"items": {"type": "array", "items": _ref("CartItem")}},
+                    "properties": {"items": {"type": "array", "items": ref("CartItem")}},
                 },
                 "channel": {"enum": list(CHANNELS)},
                 "device": {"type": "string"},
@@ -105,12 +89,12 @@ def schemas(config: AppConfig) -> dict[str, Any]:
             "properties": {
                 "visitor_id": {"type": "string", "pattern": "^[A-Za-z0-9._:@+-]{1,128}$"},
                 "session_id": {"type": "string", "pattern": "^[A-Za-z0-9._:@+-]{1,128}$"},
-                "context": _ref("Context"),
+                "context": ref("Context"),
                 "slots": {
                     "type": "array",
                     "minItems": 1,
                     "maxItems": decide.max_slots,
-                    "items": _ref("Slot"),
+                    "items": ref("Slot"),
                 },
                 "explain": {"type": "boolean"},
             },
@@ -154,8 +138,8 @@ def schemas(config: AppConfig) -> dict[str, Any]:
                 "strategy": {"type": "string"},
                 "source": {"type": "string", "description": "The plugin that answered."},
                 "personalized": {"type": "boolean"},
-                "items": {"type": "array", "items": _ref("Item")},
-                "offer": _ref("Offer"),
+                "items": {"type": "array", "items": ref("Item")},
+                "offer": ref("Offer"),
                 "html": {"type": "string"},
                 "fallback_reason": {"type": "string"},
                 "tracking": {
@@ -207,9 +191,9 @@ def schemas(config: AppConfig) -> dict[str, Any]:
             "required": ["decision_id", "visitor", "blocks"],
             "properties": {
                 "decision_id": {"type": "string"},
-                "visitor": _ref("Visitor"),
-                "blocks": {"type": "array", "items": _ref("Block")},
-                "explain": _ref("Explain"),
+                "visitor": ref("Visitor"),
+                "blocks": {"type": "array", "items": ref("Block")},
+                "explain": ref("Explain"),
             },
         },
         "Readiness": {
@@ -297,13 +281,13 @@ def openapi_document(config: AppConfig) -> dict[str, Any]:
                     "summary": "Decide the content blocks of one page view.",
                     "requestBody": {
                         "required": True,
-                        "content": {JSON: {"schema": _ref("DecideRequest")}},
+                        "content": {JSON: {"schema": ref("DecideRequest")}},
                     },
                     "responses": {
-                        "200": _json(_ref("DecideResponse"), "One block per requested slot."),
-                        "400": _error("The body is not valid; `field` names the problem."),
-                        "413": _error("The body is larger than server.max_body_bytes."),
-                        "415": _error("The body is not JSON."),
+                        "200": json_body(ref("DecideResponse"), "One block per requested slot."),
+                        "400": error_body("The body is not valid; `field` names the problem."),
+                        "413": error_body("The body is larger than server.max_body_bytes."),
+                        "415": error_body("The body is not JSON."),
                     },
                 }
             },
@@ -340,7 +324,7 @@ def openapi_document(config: AppConfig) -> dict[str, Any]:
                             "description": "The block's HTML.",
                             "content": {"text/html": {"schema": {"type": "string"}}},
                         },
-                        "400": _error("A query parameter is not valid; `field` names it."),
+                        "400": error_body("A query parameter is not valid; `field` names it."),
                     },
                 }
             },
@@ -350,8 +334,8 @@ def openapi_document(config: AppConfig) -> dict[str, Any]:
                     "summary": "Running plugins in call order.",
                     "security": api_key,
                     "responses": {
-                        "200": _json(_ref("PluginList"), "The plugins."),
-                        "401": _error("Missing or wrong API key."),
+                        "200": json_body(ref("PluginList"), "The plugins."),
+                        "401": error_body("Missing or wrong API key."),
                     },
                 }
             },
@@ -360,7 +344,7 @@ def openapi_document(config: AppConfig) -> dict[str, Any]:
                     "operationId": "healthz",
                     "summary": "Liveness.",
                     "responses": {
-                        "200": _json(
+                        "200": json_body(
                             {"type": "object", "properties": {"status": {"const": "ok"}}},
                             "Alive.",
                         )
@@ -372,8 +356,8 @@ def openapi_document(config: AppConfig) -> dict[str, Any]:
                     "operationId": "readyz",
                     "summary": "Readiness: store reachable and plugins started.",
                     "responses": {
-                        "200": _json(_ref("Readiness"), "Ready."),
-                        "503": _json(_ref("Readiness"), "Not ready; the body says why."),
+                        "200": json_body(ref("Readiness"), "Ready."),
+                        "503": json_body(ref("Readiness"), "Not ready; the body says why."),
                     },
                 }
             },
@@ -393,7 +377,7 @@ def openapi_document(config: AppConfig) -> dict[str, Any]:
                 "get": {
                     "operationId": "openapi",
                     "summary": "This document.",
-                    "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1.")},
+                    "responses": {"200": json_body({"type": "object"}, "OpenAPI 3.1.")},
                 }
             },
             **event_paths(),

@@ -1,13 +1,6 @@
 """Redis going away mid-life: decisions keep coming (without a profile), readiness says why."""
 
-import shutil
-import subprocess
 import time
-
-import pytest
-import redis
-
-from conftest import free_port
 
 BODY = {
     "visitor_id": "v-outage",
@@ -16,56 +9,6 @@ BODY = {
     "slots": [{"id": "recs", "kind": "recommendations"}, {"id": "hero", "kind": "offer"}],
     "explain": True,
 }
-
-
-class RedisProcess:
-    def __init__(self, tmp_path):
-        self.port = free_port()
-        self.dir = tmp_path
-        self.process = None
-
-    @property
-    def url(self):
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self):
-        self.process = subprocess.Popen(
-            [
-                shutil.which("redis-server"),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.dir),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url)
-        for _ in range(200):
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.02)
-        raise RuntimeError("redis-server did not start")
-
-    def kill(self):
-        self.process.kill()
-        self.process.wait()
-
-
-@pytest.fixture
-def private_redis(tmp_path):
-    server = RedisProcess(tmp_path)
-    server.start()
-    yield server
-    if server.process.poll() is None:
-        server.kill()
 
 
 async def test_decide_survives_redis_going_away_and_coming_back(gateway, private_redis):

@@ -7,8 +7,8 @@ from typing import Any
 from journeygate.config import AppConfig
 from journeygate.events.schema import CONSENTS, KINDS, SEGMENT_EVENTS
 from journeygate.model import CHANNELS
+from journeygate.openapi_parts import JSON, error_body, json_body, ref
 
-JSON = "application/json"
 ID_PATTERN = "^[A-Za-z0-9._:@+-]{1,128}$"
 ID = {"type": "string", "pattern": ID_PATTERN}
 TIME = {
@@ -18,18 +18,6 @@ TIME = {
 NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 NULLABLE_NUMBER = {"type": ["number", "null"]}
 COUNT = {"type": "integer", "minimum": 0}
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {JSON: {"schema": schema}}}
-
-
-def _error(description: str) -> dict[str, Any]:
-    return _json(_ref("Error"), description)
 
 
 def event_schemas(config: AppConfig) -> dict[str, Any]:
@@ -86,7 +74,7 @@ def event_schemas(config: AppConfig) -> dict[str, Any]:
                     "type": "array",
                     "minItems": 1,
                     "maxItems": events.max_batch,
-                    "items": _ref("Event"),
+                    "items": ref("Event"),
                 },
                 "sent_at": {
                     **TIME,
@@ -161,7 +149,7 @@ def event_schemas(config: AppConfig) -> dict[str, Any]:
                     "type": "array",
                     "minItems": 1,
                     "maxItems": events.max_batch,
-                    "items": _ref("SegmentMessage"),
+                    "items": ref("SegmentMessage"),
                 },
                 "sentAt": TIME,
                 "context": {"type": "object"},
@@ -288,7 +276,7 @@ def event_schemas(config: AppConfig) -> dict[str, Any]:
                         "value": {"type": "number"},
                     },
                 },
-                "sessions": {"type": "array", "items": _ref("Session")},
+                "sessions": {"type": "array", "items": ref("Session")},
                 "attributes": {
                     "type": "object",
                     "description": "Profile fields set by plugins (segment, sentiment, ...).",
@@ -314,14 +302,14 @@ def _ingest(operation: str, summary: str, body: str, description: str) -> dict[s
             "summary": summary,
             "description": description,
             "security": [{"writeKey": []}, {"apiKey": []}],
-            "requestBody": {"required": True, "content": {JSON: {"schema": _ref(body)}}},
+            "requestBody": {"required": True, "content": {JSON: {"schema": ref(body)}}},
             "responses": {
-                "200": _json(_ref("EventsResult"), "Per-event outcome: accepted and rejected."),
-                "400": _error("The envelope is not valid (not an array, too many events)."),
-                "401": _error("Missing or wrong write key."),
-                "413": _error("The body is larger than events.max_body_bytes."),
-                "415": _error("The body is not JSON."),
-                "503": _error("Events cannot be stored now (Redis down); retry later."),
+                "200": json_body(ref("EventsResult"), "Per-event outcome: accepted and rejected."),
+                "400": error_body("The envelope is not valid (not an array, too many events)."),
+                "401": error_body("Missing or wrong write key."),
+                "413": error_body("The body is larger than events.max_body_bytes."),
+                "415": error_body("The body is not JSON."),
+                "503": error_body("Events cannot be stored now (Redis down); retry later."),
             },
         }
     }
@@ -357,7 +345,7 @@ def event_paths() -> dict[str, Any]:
             "SegmentMessage",
             "An invalid message is answered 400 with the field that is wrong.",
         )
-        operation["post"]["responses"]["400"] = _error("The message is not valid.")
+        operation["post"]["responses"]["400"] = error_body("The message is not valid.")
         paths[f"/v1/{message_type}"] = operation
     paths["/v1/profiles/{visitor_id}"] = {
         "get": {
@@ -366,11 +354,11 @@ def event_paths() -> dict[str, Any]:
             "security": [{"apiKey": []}],
             "parameters": [profile_parameter],
             "responses": {
-                "200": _json(_ref("Profile"), "The merged profile."),
-                "400": _error("Not a valid visitor id."),
-                "401": _error("Missing or wrong API key."),
-                "404": _error("No profile for this id."),
-                "503": _error("The profile store is not reachable."),
+                "200": json_body(ref("Profile"), "The merged profile."),
+                "400": error_body("Not a valid visitor id."),
+                "401": error_body("Missing or wrong API key."),
+                "404": error_body("No profile for this id."),
+                "503": error_body("The profile store is not reachable."),
             },
         },
         "delete": {
@@ -379,10 +367,10 @@ def event_paths() -> dict[str, Any]:
             "security": [{"apiKey": []}],
             "parameters": [profile_parameter],
             "responses": {
-                "200": _json(_ref("Erasure"), "Erased (idempotent)."),
-                "400": _error("Not a valid visitor id."),
-                "401": _error("Missing or wrong API key."),
-                "503": _error("The profile store is not reachable."),
+                "200": json_body(ref("Erasure"), "Erased (idempotent)."),
+                "400": error_body("Not a valid visitor id."),
+                "401": error_body("Missing or wrong API key."),
+                "503": error_body("The profile store is not reachable."),
             },
         },
     }
