@@ -1,4 +1,4 @@
-"""The ``journeygate`` command: serve, worker, plugins, prepare.
+"""The ``journeygate`` command: serve, worker, plugins, prepare, replay, convert-retail.
 
 Usage errors and bad configuration end with a one-line message and exit status 2, never a
 traceback.
@@ -22,6 +22,7 @@ from aiohttp import web
 from journeygate import __version__
 from journeygate.catalog import CatalogError
 from journeygate.config import AppConfig, ConfigError, load_config
+from journeygate.events.commands import register as register_event_commands
 
 log = logging.getLogger("journeygate")
 
@@ -167,6 +168,7 @@ def build_parser(pm: pluggy.PluginManager | None = None) -> argparse.ArgumentPar
         ("prepare", _prepare),
     ):
         sub.choices[name].set_defaults(handler=handler)
+    register_event_commands(sub)
     if pm is not None:
         pm.hook.journeygate_register_commands(subparsers=sub)
     return parser
