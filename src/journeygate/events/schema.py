@@ -341,18 +341,58 @@ def _check_time(
     return corrected
 
 
-def _finish(
-    event: dict[str, Any], anonymous: str | None, user: str | None, session: str | None
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """Where one incoming message's shared fields are, in its own API's names."""
+
+    where: str
+    message_id: Any
+    message_id_field: str
+    timestamp: Any
+    properties_field: str
+
+
+def _record(
+    source: _Source,
+    *,
+    name: str,
+    kind: str,
+    channel: str,
+    props: Mapping[str, Any],
+    identity: tuple[str | None, str | None, str | None],
+    clock: tuple[float, float, float],
 ) -> dict[str, Any]:
+    """The compact stream record of one event, the same for both APIs.
+
+    ``identity`` is (anonymous id, user id, session id); ``clock`` is (received, client clock
+    offset, allowed future skew)."""
+    where = source.where
+    anonymous, user, session = identity
+    received, offset, max_skew = clock
+    mid = _text(source.message_id, f"{where}.{source.message_id_field}", 128) or message_id()
+    event_time = _check_time(
+        parse_time(source.timestamp, f"{where}.timestamp"),
+        received,
+        offset,
+        max_skew,
+        f"{where}.timestamp",
+    )
     route = user or anonymous
     if route is None:
         raise EventError(
-            event.pop("_where"),
-            "missing_identity",
-            "an event needs a visitor_id, anonymous_id or user_id",
+            where, "missing_identity", "an event needs a visitor_id, anonymous_id or user_id"
         )
-    event.pop("_where")
-    event["v"] = route
+    event: dict[str, Any] = {
+        "id": mid,
+        "n": name,
+        "k": kind,
+        "t": round(event_time, 3),
+        "r": received,
+        "c": channel,
+        "x": normalize(kind, props, f"{where}.{source.properties_field}"),
+        "p": props,
+        "v": route,
+    }
     if user:
         event["u"] = user
     if anonymous and anonymous != user:
@@ -390,26 +430,15 @@ def parse_native(
         anonymous = anonymous or _identifier(props.get("previous_id"), f"{where}.previous_id")
     user = _identifier(raw.get("user_id"), f"{where}.user_id")
     session = _identifier(raw.get("session_id"), f"{where}.session_id")
-    mid = _text(raw.get("message_id"), f"{where}.message_id", 128) or message_id()
-    event_time = _check_time(
-        parse_time(raw.get("timestamp"), f"{where}.timestamp"),
-        received,
-        offset,
-        max_skew,
-        f"{where}.timestamp",
+    return _record(
+        _Source(where, raw.get("message_id"), "message_id", raw.get("timestamp"), "properties"),
+        name=name,
+        kind=kind,
+        channel=channel,
+        props=props,
+        identity=(anonymous, user, session),
+        clock=(received, offset, max_skew),
     )
-    event: dict[str, Any] = {
-        "_where": where,
-        "id": mid,
-        "n": name,
-        "k": kind,
-        "t": round(event_time, 3),
-        "r": received,
-        "c": channel,
-        "x": normalize(kind, props, f"{where}.properties"),
-        "p": props,
-    }
-    return _finish(event, anonymous, user, session)
 
 
 def parse_segment(
@@ -466,26 +495,16 @@ def parse_segment(
     session = _identifier(
         props.get("session_id") or context.get("session_id"), f"{where}.context.session_id"
     )
-    mid = _text(raw.get("messageId"), f"{where}.messageId", 128) or message_id()
-    event_time = _check_time(
-        parse_time(raw.get("timestamp") or raw.get("originalTimestamp"), f"{where}.timestamp"),
-        received,
-        offset,
-        max_skew,
-        f"{where}.timestamp",
+    timestamp = raw.get("timestamp") or raw.get("originalTimestamp")
+    return _record(
+        _Source(where, raw.get("messageId"), "messageId", timestamp, props_key),
+        name=name,
+        kind=kind,
+        channel=channel,
+        props=props,
+        identity=(anonymous, user, session),
+        clock=(received, offset, max_skew),
     )
-    event: dict[str, Any] = {
-        "_where": where,
-        "id": mid,
-        "n": name,
-        "k": kind,
-        "t": round(event_time, 3),
-        "r": received,
-        "c": channel,
-        "x": normalize(kind, props, f"{where}.{props_key}"),
-        "p": props,
-    }
-    return _finish(event, anonymous, user, session)
 
 
 def clock_offset(sent_at: Any, received: float, field: str) -> float:
