@@ -17,12 +17,7 @@ from journeygate.events.apply import Applier
 from journeygate.events.ingest import Ingestor
 from journeygate.events.streams import EventStreams
 from journeygate.metrics import Metrics
-from journeygate.middleware import (
-    api_key_middleware,
-    cors_middleware,
-    error_middleware,
-    metrics_middleware,
-)
+from journeygate.middleware import gateway_middleware
 from journeygate.pipeline import Pipeline
 from journeygate.registry import build_plugin_manager
 from journeygate.render import Renderer
@@ -119,12 +114,7 @@ def create_app(
     and the store and catalog open, when the application starts."""
     app = web.Application(
         client_max_size=config.server.max_body_bytes,
-        middlewares=[
-            metrics_middleware,
-            cors_middleware(config.server.cors_origins),
-            error_middleware,
-            api_key_middleware,
-        ],
+        middlewares=[gateway_middleware(config.server.cors_origins)],
     )
     app[appkeys.CONFIG] = config
     app[appkeys.METRICS] = Metrics()

@@ -51,7 +51,6 @@ class RedisProfileStore:
             retry=Retry(NoBackoff(), 1),
             retry_on_error=[RedisConnectionError],
         )
-        self._load_script = self.client.register_script(LOAD_VISITOR_SCRIPT)
 
     async def _execute(self, pipe: Any) -> list[Any]:
         try:
@@ -66,28 +65,25 @@ class RedisProfileStore:
     ) -> StoredVisitor:
         cfg = self.config
         session = session_id or ""
-        try:
-            async with asyncio.timeout(self._timeout):
-                profile, views, pages, session_views = await self._load_script(
-                    keys=[
-                        keys.profile(visitor_id),
-                        keys.views(visitor_id),
-                        keys.session(visitor_id, session),
-                        keys.session_views(visitor_id, session),
-                        keys.sessions(visitor_id),
-                    ],
-                    args=[
-                        cfg.history_max,
-                        cfg.session_views_max,
-                        cfg.profile_ttl_s,
-                        cfg.session_ttl_s,
-                        page_view or "",
-                        session,
-                        time.time(),
-                    ],
-                )
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from exc
+        profile, views, pages, session_views = await self._eval(
+            LOAD_VISITOR_SCRIPT,
+            (
+                keys.profile(visitor_id),
+                keys.views(visitor_id),
+                keys.session(visitor_id, session),
+                keys.session_views(visitor_id, session),
+                keys.sessions(visitor_id),
+            ),
+            (
+                cfg.history_max,
+                cfg.session_views_max,
+                cfg.profile_ttl_s,
+                cfg.session_ttl_s,
+                page_view or "",
+                session,
+                time.time(),
+            ),
+        )
         return StoredVisitor(
             profile={profile[i]: json.loads(profile[i + 1]) for i in range(0, len(profile), 2)},
             recent_views=tuple(views),
@@ -138,14 +134,17 @@ class RedisProfileStore:
         return self._shas[script]
 
     async def _script(self, script: str, key: str, *args: Any) -> Any:
+        return await self._eval(script, (key,), args)
+
+    async def _eval(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run a cached Lua script with one EVALSHA (loading it when Redis lost it)."""
         for attempt in range(2):
             sha = await self._sha(script, reload=attempt > 0)
-            pipe = self.client.pipeline(transaction=False)
-            pipe.evalsha(sha, 1, key, *args)
             try:
                 async with asyncio.timeout(self._timeout):
-                    (result,) = await pipe.execute()
-                return result
+                    return await self.client.execute_command(  # type: ignore[no-untyped-call]
+                        "EVALSHA", sha, len(keys), *keys, *args
+                    )
             except NoScriptError:
                 continue  # Redis restarted or flushed its scripts: load it again
             except (RedisError, OSError, TimeoutError) as exc:
