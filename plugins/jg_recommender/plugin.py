@@ -27,6 +27,7 @@ from typing import Any
 from threadpoolctl import threadpool_limits
 
 from jg_recommender.encoder import MicroBatchEncoder
+from jg_recommender.interaction_log import InteractionLog
 from jg_recommender.model import HybridRecommender
 from jg_recommender.training import (
     add_arguments_evaluate,
@@ -38,6 +39,7 @@ from jg_recommender.training import (
 from journeygate import hookimpl
 from journeygate.catalog import Catalog
 from journeygate.config import AppConfig
+from journeygate.events.schema import Event
 from journeygate.model import Candidate, DecisionContext, SlotRequest
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,9 @@ class RecommenderSettings:
     search: bool = True
     cache_size: int = 20_000  # rankings kept per model (item-keyed strategies repeat a lot)
     warm_similar_items: bool = True  # precompute every product's similar items after a load
+    record_interactions: bool = True  # log applied events for `journeygate train --from-events`
+    interactions_dir: str = "var/interactions"
+    interactions_retention_days: int = 400
 
     @classmethod
     def from_mapping(cls, settings: Mapping[str, Any]) -> RecommenderSettings:
@@ -120,6 +125,10 @@ class RecommenderPlugin:
         self._cache_model: HybridRecommender | None = None
         self._families: dict[str, str] = {}  # product id -> title family, built as needed
         self._cache: OrderedDict[tuple[Any, ...], Ranking] = OrderedDict()
+        self.interactions: InteractionLog | None = None
+        # Set when this process serves slots: the pipeline asks for the strategies before
+        # startup (hookspecs), the event worker never does.
+        self.serving = False
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -128,6 +137,17 @@ class RecommenderPlugin:
         self, config: AppConfig, catalog: Catalog, executor: Executor
     ) -> None:
         self.settings = RecommenderSettings.from_mapping(config.plugin_config(PLUGIN_NAME).settings)
+        if self.settings.record_interactions:
+            self.interactions = InteractionLog(
+                config.resolve_path(self.settings.interactions_dir),
+                self.settings.interactions_retention_days,
+            )
+            self.interactions.start()
+        if not self.serving:
+            # An event worker starts the plugin only to observe events: no model, encoder,
+            # watcher or cache warm-up (seconds of CPU and the model's memory) is needed.
+            log.info("recommender: recording interactions only (this process serves no slots)")
+            return
         # Scoring is many small matrix products on the executor's threads: one BLAS thread
         # each avoids oversubscribing the cores, which showed up as 10-16 ms p99 spikes.
         threadpool_limits(1, "blas")
@@ -154,10 +174,20 @@ class RecommenderPlugin:
                 await task
         if self.encoder is not None:
             await self.encoder.close()
+        if self.interactions is not None:
+            await self.interactions.close()
 
     @hookimpl
     def journeygate_slot_strategies(self) -> Sequence[str]:
+        self.serving = True
         return STRATEGIES
+
+    @hookimpl
+    def journeygate_observe_event(self, event: Event) -> None:
+        """Buffer the event's interactions for the log (written off the loop, see
+        :mod:`jg_recommender.interaction_log`); training reads them with ``--from-events``."""
+        if self.interactions is not None:
+            self.interactions.record(event)
 
     @hookimpl
     def journeygate_register_commands(

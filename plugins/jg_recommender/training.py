@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import os
 import shutil
 import sys
@@ -20,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from jg_recommender.evaluation import (
     Progress,
     evaluate,
@@ -27,6 +30,7 @@ from jg_recommender.evaluation import (
     format_table,
     load_interactions,
 )
+from jg_recommender.interaction_log import load_logged_interactions
 from jg_recommender.model import (
     ARRAYS_FILE,
     META_FILE,
@@ -34,12 +38,16 @@ from jg_recommender.model import (
     RecommenderParams,
     product_embeddings,
 )
+from journeygate.catalog import Product, load_catalog
 from journeygate.config import AppConfig
 
 CURRENT = "CURRENT"
 DEFAULT_ARTIFACTS = "var/models/recommender"
 EMBEDDING_CACHE = "var/cache/recommender"
+DEFAULT_INTERACTIONS = "var/interactions"
 PLUGIN_NAME = "recommender"
+
+log = logging.getLogger(__name__)
 
 
 def latest_artifact(out_root: Path) -> Path | None:
@@ -81,15 +89,52 @@ def publish(model: HybridRecommender, out_root: Path, metrics: Mapping[str, Any]
     return final
 
 
+def events_data(
+    events_dir: Path, catalog_path: Path, history: tuple[pd.DataFrame, list[Product]] | None
+) -> tuple[pd.DataFrame, list[Product]]:
+    """Interactions of the interactions log in ``events_dir`` (the plugin records the
+    gateway's events there), with the products of the gateway's catalog (events carry no
+    titles). With ``history`` (interactions and products of a file) both are combined: a
+    logged purchase line the file already has (same user, item and order) is not counted
+    twice, and the catalog's products are completed by the file's."""
+    logged = load_logged_interactions(events_dir)
+    if catalog_path.exists():
+        products = {p.product_id: p for p in load_catalog(catalog_path).products.values()}
+    elif history is None:
+        raise FileNotFoundError(f"no catalog at {catalog_path}: run `journeygate build-catalog`")
+    else:
+        log.warning("no catalog at %s: products come from the file only", catalog_path)
+        products = {}
+    if history is None:
+        interactions = logged
+    else:
+        file_interactions, file_products = history
+        for product in file_products:
+            products.setdefault(product.product_id, product)
+        key = ["user_id", "item_id", "basket_id"]
+        bought = file_interactions.loc[file_interactions["event"] == "purchase", key]
+        seen = pd.MultiIndex.from_frame(bought.astype(str))
+        repeated = (logged["event"] == "purchase") & pd.MultiIndex.from_frame(
+            logged[key].astype(str)
+        ).isin(seen)
+        interactions = pd.concat([file_interactions, logged.loc[~repeated]], ignore_index=True)
+        interactions = interactions.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    return interactions, [products[pid] for pid in sorted(products)]
+
+
 def train(
-    source: Path,
+    source: Path | None,
     out_root: Path,
     params: RecommenderParams | None = None,
     evaluate_first: bool = False,
     cache_dir: Path | None = None,
     progress: Progress | None = None,
+    events_dir: Path | None = None,
+    catalog_path: Path | None = None,
 ) -> Path:
-    """Fit on all of ``source`` (an Online Retail-layout file) and publish the artifact.
+    """Fit on all of ``source`` (an Online Retail-layout file) and/or the interactions log in
+    ``events_dir`` (products from ``catalog_path``, see :func:`events_data`) and publish the
+    artifact.
 
     With ``evaluate_first`` the same parameters are first scored on the temporal split
     (docs/evaluation.md) and the test-window NDCG@10 table is stored in ``meta.json``.
@@ -97,7 +142,16 @@ def train(
     """
     say = progress or (lambda _message: None)
     params = params or RecommenderParams()
-    interactions, products = load_interactions(source)
+    if source is None and events_dir is None:
+        raise ValueError("train needs a source file, an interactions log, or both")
+    history = load_interactions(source) if source is not None else None
+    if events_dir is not None:
+        if catalog_path is None:
+            raise ValueError("training from events needs the gateway's catalog")
+        interactions, products = events_data(events_dir, catalog_path, history)
+    else:
+        assert history is not None
+        interactions, products = history
     say(f"{len(interactions):,} interactions, {len(products):,} products; embedding products")
     embeddings = product_embeddings(products, cache_dir)
     metrics = None
@@ -133,6 +187,15 @@ def add_arguments_train(parser: argparse.ArgumentParser) -> None:
         help=f"artifact root (default: [plugin.recommender] artifacts, else {DEFAULT_ARTIFACTS})",
     )
     parser.add_argument(
+        "--from-events",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="train on the interactions the plugin logged from the gateway's events (default "
+        f"DIR: [plugin.recommender] interactions_dir, else {DEFAULT_INTERACTIONS}), with the "
+        "products of the gateway's catalog; with --source, on both",
+    )
+    parser.add_argument(
         "--algorithm", choices=("als", "bpr"), default="als", help="factor model (default: als)"
     )
     parser.add_argument(
@@ -143,7 +206,16 @@ def add_arguments_train(parser: argparse.ArgumentParser) -> None:
 
 
 def train_command(args: argparse.Namespace, config: AppConfig) -> int:
-    source = args.source or config.resolve_path(config.catalog.sample_interactions)
+    events_dir = None
+    from_events = getattr(args, "from_events", None)
+    if from_events is not None:
+        settings = config.plugin_config(PLUGIN_NAME).settings
+        events_dir = config.resolve_path(
+            from_events or str(settings.get("interactions_dir", DEFAULT_INTERACTIONS))
+        )
+    source = args.source
+    if source is None and events_dir is None:
+        source = config.resolve_path(config.catalog.sample_interactions)
     out_root = args.out or _artifacts_root(config)
     started = time.perf_counter()
     path = train(
@@ -153,6 +225,8 @@ def train_command(args: argparse.Namespace, config: AppConfig) -> int:
         evaluate_first=args.evaluate,
         cache_dir=config.resolve_path(EMBEDDING_CACHE),
         progress=_progress,
+        events_dir=events_dir,
+        catalog_path=config.resolve_path(config.catalog.path),
     )
     seconds = time.perf_counter() - started
     print(f"{out_root / CURRENT} -> {path.name} (trained in {seconds:.1f} s)")
