@@ -65,7 +65,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -924,22 +924,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         port, redis_url = args.baseline_server
         return serve_baseline(int(port), redis_url)
     visitors = visitor_ids(args.visitors)
+    return run_measured(
+        lambda stack: start_servers(args, stack, visitors),
+        lambda servers, stack: run_benchmark(args, servers, visitors),
+        print_report,
+        args.json,
+    )
+
+
+def run_measured(
+    setup: Callable[[contextlib.ExitStack], Any],
+    measure: Callable[[Any, contextlib.ExitStack], Coroutine[Any, Any, Any]],
+    report: Callable[[Any], None],
+    json_path: Path | None,
+) -> int:
+    """Start what a benchmark needs, measure, print the report (and its JSON); every process
+    it started is stopped on any exit, Ctrl-C and SIGTERM included. Shared by the benchmarks."""
     try:
         with _sigterm_exits(), contextlib.ExitStack() as stack:
             try:
-                servers = start_servers(args, stack, visitors)
-                report = asyncio.run(run_benchmark(args, servers, visitors))
+                started = setup(stack)
+                results = asyncio.run(measure(started, stack))
             except StartupError as exc:
                 print(f"bench: {exc}", file=sys.stderr)
                 return 1
     except KeyboardInterrupt:
-        print("bench: interrupted; servers stopped", file=sys.stderr)
+        print("bench: interrupted; processes stopped", file=sys.stderr)
         return 130
-    print_report(report)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report.as_json(), indent=2) + "\n", encoding="utf-8")
-        print(f"\nresults written to {args.json}")
+    report(results)
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(results.as_json(), indent=2) + "\n", encoding="utf-8")
+        print(f"\nresults written to {json_path}")
     return 0
 
 

@@ -73,7 +73,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import json
 import os
 import platform
 import random
@@ -868,23 +867,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        with decide._sigterm_exits(), contextlib.ExitStack() as stack:
-            try:
-                procs = start_processes(args, stack)
-                report = asyncio.run(run_benchmark(args, procs, stack))
-            except decide.StartupError as exc:
-                print(f"bench: {exc}", file=sys.stderr)
-                return 1
-    except KeyboardInterrupt:
-        print("bench: interrupted; processes stopped", file=sys.stderr)
-        return 130
-    print_report(report)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report.as_json(), indent=2) + "\n", encoding="utf-8")
-        print(f"\nresults written to {args.json}")
-    return 0
+    return decide.run_measured(
+        lambda stack: start_processes(args, stack),
+        lambda procs, stack: run_benchmark(args, procs, stack),
+        print_report,
+        args.json,
+    )
 
 
 if __name__ == "__main__":
