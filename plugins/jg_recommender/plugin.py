@@ -307,7 +307,10 @@ class RecommenderPlugin:
         if strategy == "for_you":
             session = dict.fromkeys([*context.stored.session_views, *cart_ids])
             session_items = tuple(dict.fromkeys([product_id, *session]) if product_id else session)
-            user_id = str(context.stored.profile.get("customer_id") or context.visitor_id)
+            stored = context.stored
+            user_id = str(
+                stored.profile_id or stored.profile.get("customer_id") or context.visitor_id
+            )
             if not model.has_user(user_id):
                 # Everything an unknown visitor gets depends on the session alone, so
                 # visitors with the same session share one cached answer.

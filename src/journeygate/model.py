@@ -91,6 +91,9 @@ class StoredVisitor:
     session_views: tuple[str, ...] = ()
     session_pages: int = 0
     store_available: bool = True
+    # The profile this visitor's history lives in: another id once an anonymous visitor was
+    # merged into a customer (identify/alias), else None (the visitor's own).
+    profile_id: str | None = None
 
     @property
     def is_new(self) -> bool:

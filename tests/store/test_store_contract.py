@@ -85,3 +85,17 @@ async def test_delete_visitor_erases_everything(store, visitor_id):
 
 async def test_ping(store):
     assert await store.ping() is True
+
+
+async def test_a_merged_visitor_is_answered_from_the_customer_profile(store, visitor_id):
+    customer = f"{visitor_id}-customer"
+    await store.update_profile(customer, {"segment": "wholesale"})
+    await store.begin_merge(visitor_id, customer)
+    state = await store.load_visitor(visitor_id, "s1", page_view="P1")
+    assert state.profile_id == customer
+    assert state.profile == {"segment": "wholesale"}
+    # The page view is recorded in the customer's history, not the merged anonymous one.
+    after = await store.load_visitor(customer, "s1")
+    assert after.recent_views == ("P1",) and after.profile_id is None
+    own = await store.load_visitor(f"{visitor_id}-other", None)
+    assert own.profile_id is None

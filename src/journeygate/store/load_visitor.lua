@@ -2,12 +2,19 @@
 -- session touch: the whole decide-time store work in one round trip and one script call.
 -- All keys carry the visitor's hash tag, so this runs unchanged on Redis Cluster.
 --
--- KEYS: profile, views, session, session views, sessions index
+-- KEYS: profile, views, session, session views, sessions index, alias
 -- ARGV: history_max, session_views_max, profile_ttl_s, session_ttl_s,
 --       page_view ('' for none), session_id ('' for none), now (unix seconds)
 local history_max = tonumber(ARGV[1])
 local session_views_max = tonumber(ARGV[2])
 local page_view, session_id, now = ARGV[5], ARGV[6], ARGV[7]
+
+-- A visitor merged into a customer (identify/alias) is answered from the customer's keys,
+-- which live in another slot: hand the caller the customer's id instead of writing here.
+local alias = redis.call('GET', KEYS[6])
+if alias then
+  return {alias}
+end
 
 local profile = redis.call('HGETALL', KEYS[1])
 local views = redis.call('LRANGE', KEYS[2], 0, history_max - 1)

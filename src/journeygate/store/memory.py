@@ -122,10 +122,12 @@ class MemoryProfileStore:
     async def load_visitor(
         self, visitor_id: str, session_id: str | None, page_view: str | None = None
     ) -> StoredVisitor:
+        profile_id = await self.resolve_visitor(visitor_id)
+        merged = profile_id if profile_id != visitor_id else None
         writes = bool(page_view or session_id)
-        visitor = self._visitor(visitor_id, create=writes)
+        visitor = self._visitor(profile_id, create=writes)
         if visitor is None:
-            return StoredVisitor()
+            return StoredVisitor(profile_id=merged)
         now = self._clock()
         session = visitor.sessions.get(session_id) if session_id else None
         if session is not None and session.expires <= now:
@@ -136,6 +138,7 @@ class MemoryProfileStore:
             recent_views=tuple(reversed(visitor.views)),
             session_views=tuple(reversed(session.views)) if session else (),
             session_pages=session.pages if session else 0,
+            profile_id=merged,
         )
         if page_view:
             visitor.views.append(page_view)

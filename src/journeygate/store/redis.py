@@ -65,31 +65,40 @@ class RedisProfileStore:
     ) -> StoredVisitor:
         cfg = self.config
         session = session_id or ""
-        profile, views, pages, session_views = await self._eval(
-            LOAD_VISITOR_SCRIPT,
-            (
-                keys.profile(visitor_id),
-                keys.views(visitor_id),
-                keys.session(visitor_id, session),
-                keys.session_views(visitor_id, session),
-                keys.sessions(visitor_id),
-            ),
-            (
-                cfg.history_max,
-                cfg.session_views_max,
-                cfg.profile_ttl_s,
-                cfg.session_ttl_s,
-                page_view or "",
-                session,
-                time.time(),
-            ),
-        )
-        return StoredVisitor(
-            profile={profile[i]: json.loads(profile[i + 1]) for i in range(0, len(profile), 2)},
-            recent_views=tuple(views),
-            session_pages=int(pages or 0),
-            session_views=tuple(session_views),
-        )
+        profile_id = visitor_id
+        for _ in range(MAX_ALIAS_DEPTH):
+            result = await self._eval(
+                LOAD_VISITOR_SCRIPT,
+                (
+                    keys.profile(profile_id),
+                    keys.views(profile_id),
+                    keys.session(profile_id, session),
+                    keys.session_views(profile_id, session),
+                    keys.sessions(profile_id),
+                    keys.visitor_key(profile_id, "alias"),
+                ),
+                (
+                    cfg.history_max,
+                    cfg.session_views_max,
+                    cfg.profile_ttl_s,
+                    cfg.session_ttl_s,
+                    page_view or "",
+                    session,
+                    time.time(),
+                ),
+            )
+            if len(result) == 1:  # merged into another profile: load that one
+                profile_id = result[0]
+                continue
+            profile, views, pages, session_views = result
+            return StoredVisitor(
+                profile={profile[i]: json.loads(profile[i + 1]) for i in range(0, len(profile), 2)},
+                recent_views=tuple(views),
+                session_pages=int(pages or 0),
+                session_views=tuple(session_views),
+                profile_id=profile_id if profile_id != visitor_id else None,
+            )
+        raise StoreUnavailable(f"redis: alias chain of {visitor_id!r} is too long")
 
     async def update_profile(self, visitor_id: str, fields: Mapping[str, Any]) -> None:
         if not fields:
