@@ -1,0 +1,59 @@
+"""The intent scorer as a gateway plugin: journey stage and intent tier for every decision.
+
+``journeygate_enrich_visitor`` is synchronous and does no I/O: it reads the stored profile
+aggregates and session the pipeline already loaded, and the request's page and cart. Rules
+and weights live in :mod:`jg_intent.rules`; settings come from ``[plugin.intent]``.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+from typing import Any
+
+from jg_intent.rules import (
+    PLUGIN_NAME,
+    IntentSettings,
+    journey_stage,
+    score_intent,
+    signal_values,
+)
+from journeygate import hookimpl
+from journeygate.catalog import Catalog
+from journeygate.config import AppConfig
+from journeygate.model import DecisionContext
+
+
+class IntentPlugin:
+    """Sets ``stage``, ``intent`` and ``intent_score`` on the visitor, with an explanation."""
+
+    def __init__(self) -> None:
+        self.settings = IntentSettings()
+
+    @hookimpl
+    def journeygate_startup(self, config: AppConfig, catalog: Catalog, executor: Executor) -> None:
+        self.settings = IntentSettings.from_mapping(config.plugin_config(PLUGIN_NAME).settings)
+
+    @hookimpl
+    def journeygate_enrich_visitor(self, context: DecisionContext) -> dict[str, Any]:
+        return evaluate(self.settings, context)
+
+
+def evaluate(settings: IntentSettings, context: DecisionContext) -> dict[str, Any]:
+    """Stage, intent tier and score of one decision, with ``explain`` showing every step."""
+    values = signal_values(context)
+    score, tier, contributions = score_intent(settings, values)
+    stage = journey_stage(settings, context, tier, values)
+    return {
+        "stage": stage["stage"],
+        "intent": tier,
+        "intent_score": score,
+        "explain": {
+            "intent": contributions,
+            "intent_score": score,
+            "thresholds": {
+                "comparing": settings.comparing_threshold,
+                "ready_to_buy": settings.ready_to_buy_threshold,
+            },
+            "stage": {"rule": stage["rule"], "because": stage["because"]},
+        },
+    }
