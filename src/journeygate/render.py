@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.meta
 
 TEMPLATE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # Stands in for the decision id in cached HTML; escaping leaves it unchanged.
@@ -26,6 +27,7 @@ class Renderer:
             auto_reload=False,
         )
         self._templates: dict[str, jinja2.Template] = {}
+        self._variables: dict[str, frozenset[str]] = {}
         self._cache: dict[tuple[str, bytes], str] = {}
         self._cache_size = cache_size
 
@@ -45,6 +47,22 @@ class Renderer:
             template = self.environment.get_template(f"{name}.html")
             self._templates[name] = template
         return template
+
+    def uses(self, name: str, variable: str) -> bool:
+        """Whether template ``name`` reads ``variable``; True when it cannot tell (it includes
+        or extends other templates), so callers only ever skip what is certainly unused."""
+        used = self._variables.get(name)
+        if used is None:
+            source, _, _ = self.environment.loader.get_source(  # type: ignore[union-attr]
+                self.environment, f"{name}.html"
+            )
+            tree = self.environment.parse(source)
+            if any(True for _ in jinja2.meta.find_referenced_templates(tree)):
+                used = frozenset({"*"})
+            else:
+                used = frozenset(jinja2.meta.find_undeclared_variables(tree))
+            self._variables[name] = used
+        return "*" in used or variable in used
 
     def render(self, name: str, **values: Any) -> str:
         """Render template ``name`` (``recommendations`` → ``recommendations.html``)."""

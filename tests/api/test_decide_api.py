@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from journeygate import appkeys
+from journeygate import appkeys, hookimpl
 from journeygate.catalog import Product, write_catalog
 
 SLOTS = [
@@ -294,3 +294,36 @@ async def test_shared_blocks_are_rendered_once_with_each_decision_id(gateway):
     assert "jg0decision0placeholder" not in first + second
     renderer = client.app[appkeys.RENDERER]
     assert len(renderer._cache) == 2  # the recommendations block and the offer, once each
+
+
+class StageFromVisitorId:
+    @hookimpl
+    def journeygate_enrich_visitor(self, context):
+        return {"stage": context.visitor_id.split("-")[0]}
+
+
+async def test_render_cache_keys_on_visitor_state_only_when_the_template_shows_it(
+    gateway, tmp_path
+):
+    slots = [{"id": "pdp-similar", "kind": "recommendations", "limit": 3}]
+    bodies = [{**BODY, "visitor_id": v, "slots": slots} for v in ("awareness-1", "decision-2")]
+    client = await gateway(extra_plugins=[("stage", StageFromVisitorId())])
+    for body in bodies:
+        await client.post("/v1/decide", json=body)
+    assert len(client.app[appkeys.RENDERER]._cache) == 1  # the bundled template ignores it
+
+    (tmp_path / "recommendations.html").write_text(
+        '<section data-stage="{{ visitor.stage }}">{{ items|length }}</section>', encoding="utf-8"
+    )
+    client = await gateway(
+        extra_plugins=[("stage", StageFromVisitorId())],
+        templates={"override_dir": str(tmp_path)},
+    )
+    htmls = [
+        (await (await client.post("/v1/decide", json=body)).json())["blocks"][0]["html"]
+        for body in bodies
+    ]
+    assert htmls == [
+        '<section data-stage="awareness">3</section>',
+        '<section data-stage="decision">3</section>',
+    ]

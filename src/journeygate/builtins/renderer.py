@@ -19,23 +19,27 @@ class RendererPlugin:
         self, context: DecisionContext, block: Block, renderer: Renderer
     ) -> str:
         slot = block.slot
+        name = slot.template or slot.kind
+        # The visitor's state is part of the cache key only for templates that show it, so a
+        # block many visitors share is rendered once whatever their stage or intent.
+        visitor = context.visitor.as_json() if renderer.uses(name, "visitor") else None
         try:
             fingerprint = orjson.dumps(
                 [
                     [slot.id, slot.kind, slot.strategy, slot.limit, slot.plugin, dict(slot.params)],
                     [block.source, block.personalized, block.fallback_reason, block.items],
                     block.offer.as_json() if block.offer else None,
-                    context.visitor.as_json(),
+                    visitor,
                 ]
             )
         except TypeError:  # a post-processor put something that is not JSON into the block
             return renderer.render(
-                slot.template or slot.kind,
+                name,
                 decision_id=context.decision_id,
                 **self._values(block, context, context.decision_id),
             )
         return renderer.render_cached(
-            slot.template or slot.kind,
+            name,
             fingerprint,
             context.decision_id,
             **self._values(block, context, DECISION_PLACEHOLDER),
