@@ -44,7 +44,7 @@ What is measured
        ``GET /v1/profiles/{id}`` (admin key, polled about every millisecond) first answers
        200, i.e. the profile exists; an upper bound by about one poll. The issue asks for
        "ingestion to a trigger's webhook"; triggers do not exist yet, so this stops at the
-       profile. With empty streams the worker polls every ``events.idle_sleep_ms`` (100 ms by
+       profile. With empty streams the worker polls every ``events.idle_sleep_ms`` (20 ms by
        default, a non-blocking read), so expect about half of that at p50 and all of it at
        p99: the figure is the poll interval, not the cost of applying one event. It says
        nothing about latency under load (part 2's backlog is the load case).

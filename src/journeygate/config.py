@@ -73,7 +73,7 @@ class EventsConfig:
     stream_maxlen: int = 200_000
     consumer_group: str = "jg-workers"
     read_count: int = 50
-    idle_sleep_ms: int = 100
+    idle_sleep_ms: int = 20
     claim_idle_ms: int = 60_000
     claim_interval_ms: int = 5_000
     session_gap_s: int = 30 * 60
