@@ -6,40 +6,15 @@ import dataclasses
 import secrets
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from journeygate import appkeys
-from journeygate.errors import InvalidJson, InvalidRequest, UnsupportedMediaType
+from journeygate.errors import InvalidRequest
 from journeygate.pipeline import Pipeline
 from journeygate.validation import parse_decide_request
+from journeygate.views.jsonio import json_response, read_json
 
-JSON_TYPES = ("application/json", "text/plain")
 IDENTITY_COOKIE_MAX_AGE = 365 * 24 * 3600
-
-
-async def read_json(request: web.Request) -> Any:
-    """The request body as JSON; text/plain is accepted so browsers can skip a preflight."""
-    if request.content_type not in JSON_TYPES:
-        raise UnsupportedMediaType(
-            f"send JSON with Content-Type: application/json, not {request.content_type!r}"
-        )
-    raw = await request.read()
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidJson(
-            f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
-
-
-def json_response(
-    body: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    """A JSON response serialised with orjson (several times faster than the json module)."""
-    return web.Response(
-        body=orjson.dumps(body), status=status, headers=headers, content_type="application/json"
-    )
 
 
 async def decide(request: web.Request) -> web.Response:

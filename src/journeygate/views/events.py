@@ -11,18 +11,14 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from journeygate import appkeys
 from journeygate.errors import (
-    InvalidJson,
     InvalidRequest,
     NotFound,
-    PayloadTooLarge,
     ServiceUnavailable,
     Unauthorized,
-    UnsupportedMediaType,
 )
 from journeygate.events.ingest import Batch, parse_batch
 from journeygate.events.profile import build_profile
@@ -35,8 +31,8 @@ from journeygate.events.schema import (
 )
 from journeygate.middleware import API_KEY_HEADER, error_response, requires_api_key
 from journeygate.store import StoreUnavailable
+from journeygate.views.jsonio import json_response, read_json
 
-JSON_TYPES = ("application/json", "text/plain")
 RETRY_AFTER_S = "1"
 
 
@@ -70,24 +66,7 @@ def _authorize(request: web.Request, body_key: Any = None) -> None:
 
 async def _read_json(request: web.Request) -> Any:
     """The body as JSON, within ``events.max_body_bytes`` (after gzip decoding)."""
-    if request.content_type not in JSON_TYPES:
-        raise UnsupportedMediaType(
-            f"send JSON with Content-Type: application/json, not {request.content_type!r}"
-        )
-    limit = request.app[appkeys.CONFIG].events.max_body_bytes
-    too_large = PayloadTooLarge(f"request body exceeds {limit} bytes")
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    chunks, size = [], 0
-    while chunk := await request.content.readany():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    try:
-        return orjson.loads(b"".join(chunks))
-    except orjson.JSONDecodeError as exc:
-        raise InvalidJson(f"malformed JSON: {exc}") from None
+    return await read_json(request, request.app[appkeys.CONFIG].events.max_body_bytes)
 
 
 def _offset(sent_at: Any, received: float, field: str) -> float:
@@ -114,11 +93,7 @@ async def _submit(request: web.Request, batch: Batch, **extra: Any) -> web.Respo
         )
         response.headers["Retry-After"] = RETRY_AFTER_S
         return response
-    return web.json_response(extra | batch.as_json(), dumps=_dumps)
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    return json_response(extra | batch.as_json())
 
 
 async def events(request: web.Request) -> web.Response:
@@ -205,7 +180,7 @@ async def get_profile(request: web.Request) -> web.Response:
     if raw is None:
         raise NotFound(f"no profile for {visitor_id!r}", "visitor_id")
     body = build_profile(raw, visitor_id, profile_id, config.events.session_gap_s)
-    return web.json_response(body, dumps=_dumps, headers={"Cache-Control": "no-store"})
+    return json_response(body, headers={"Cache-Control": "no-store"})
 
 
 @requires_api_key
