@@ -270,10 +270,6 @@ class Catalog:
     def get(self, product_id: str | None) -> Product | None:
         return self.products.get(product_id) if product_id else None
 
-    @property
-    def categories(self) -> tuple[str, ...]:
-        return tuple(sorted(self.popular_by_category))
-
 
 def build_catalog(frame: pd.DataFrame) -> list[Product]:
     """One product per stock code: most common title, median price, distinct orders."""

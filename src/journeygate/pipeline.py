@@ -94,7 +94,6 @@ class Decision:
     context: DecisionContext
     blocks: list[Block]
     trace: list[dict[str, Any]] = field(default_factory=list)
-    started: float = 0.0
     duration_ms: float = 0.0
 
     def as_json(self, explain: bool) -> dict[str, Any]:
@@ -381,7 +380,7 @@ class Pipeline:
         else:
             # Every slot hook is synchronous: tasks would add overhead and no concurrency.
             blocks = [await answer for answer in answers]
-        decision = Decision(context=context, blocks=blocks, trace=trace or [], started=started)
+        decision = Decision(context=context, blocks=blocks, trace=trace or [])
         decision.duration_ms = (time.perf_counter() - started) * 1000
         if self._impls["journeygate_observe_decision"]:
             task = asyncio.create_task(self._observe(context, blocks))
