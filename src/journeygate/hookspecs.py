@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from journeygate.events.schema import Event
     from journeygate.model import Block, Candidate, DecisionContext, Offer, SlotRequest
     from journeygate.render import Renderer
+    from journeygate.store import ProfileStore
 
 PROJECT_NAME = "journeygate"
 
@@ -43,7 +44,7 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 
 @hookspec
 def journeygate_startup(
-    config: AppConfig, catalog: Catalog, executor: Executor
+    config: AppConfig, catalog: Catalog, executor: Executor, store: ProfileStore
 ) -> Awaitable[None] | None:
     """Prepare the plugin: load models, open connections, read its own settings.
 
@@ -56,6 +57,9 @@ def journeygate_startup(
     :param catalog: the product catalog loaded for this process.
     :param executor: the gateway's thread pool for CPU-heavy work (model loading, scoring);
         use it with ``loop.run_in_executor`` so the event loop never blocks.
+    :param store: the process's profile store (:class:`~journeygate.store.ProfileStore`),
+        already open; a plugin that writes profile fields (``store.update_profile``) from an
+        observer hook keeps it. The gateway closes it; a plugin must not.
     :returns: nothing. All implementations are called, in call order. May be async.
     """
 

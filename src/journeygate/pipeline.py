@@ -162,7 +162,12 @@ class Pipeline:
                 await _await_maybe(
                     self._invoke(
                         impl,
-                        {"config": self.config, "catalog": self.catalog, "executor": self.executor},
+                        {
+                            "config": self.config,
+                            "catalog": self.catalog,
+                            "executor": self.executor,
+                            "store": self.store,
+                        },
                     )
                 )
             except Exception as exc:

@@ -27,7 +27,7 @@ from journeygate.catalog import Catalog, load_catalog
 from journeygate.config import AppConfig
 from journeygate.events.apply import Applier
 from journeygate.events.streams import Entry, EventStreams
-from journeygate.store import StoreUnavailable, open_store
+from journeygate.store import ProfileStore, StoreUnavailable, open_store
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def _observers(pm: pluggy.PluginManager) -> set[str]:
     return {impl.plugin_name for impl in pm.hook.journeygate_observe_event.get_hookimpls()}
 
 
-async def _start_plugins(pm: pluggy.PluginManager, config: AppConfig) -> None:
+async def _start_plugins(pm: pluggy.PluginManager, config: AppConfig, store: ProfileStore) -> None:
     """Start the plugins that observe events, as the gateway does, so an observer has what
     its startup set up. Other plugins (recommenders with models to load) are not started."""
     observers = _observers(pm)
@@ -104,7 +104,7 @@ async def _start_plugins(pm: pluggy.PluginManager, config: AppConfig) -> None:
     path = config.resolve_path(config.catalog.path)
     catalog = await asyncio.to_thread(load_catalog, path) if path.exists() else Catalog(())
     with ThreadPoolExecutor(max_workers=config.plugins.executor_workers) as executor:
-        kwargs = {"config": config, "catalog": catalog, "executor": executor}
+        kwargs = {"config": config, "catalog": catalog, "executor": executor, "store": store}
         for impl in reversed(pm.hook.journeygate_startup.get_hookimpls()):
             if impl.plugin_name not in observers:
                 continue
@@ -153,7 +153,7 @@ async def serve(
         dataclasses.replace(config.store, timeout_ms=timeout_ms), "redis", config.events
     )
     streams = EventStreams(config.store.redis_url, config.events, timeout_ms / 1000)
-    await _start_plugins(pm, config)
+    await _start_plugins(pm, config, store)
     worker = Worker(config, Applier(store, config, pm), streams, consumer or consumer_name())
     try:
         await worker.run(stop)
