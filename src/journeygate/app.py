@@ -16,6 +16,9 @@ from journeygate.config import AppConfig
 from journeygate.events.apply import Applier
 from journeygate.events.ingest import Ingestor
 from journeygate.events.streams import EventStreams
+from journeygate.experiments.config import load_experiments
+from journeygate.experiments.runner import ExperimentRunner
+from journeygate.experiments.storage import experiment_store
 from journeygate.metrics import Metrics
 from journeygate.middleware import gateway_middleware
 from journeygate.pipeline import Pipeline
@@ -68,6 +71,13 @@ async def _renderer_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     """Start the plugins (load models) and build the pipeline that serves decisions."""
     config = app[appkeys.CONFIG]
+    experiments = ExperimentRunner(
+        load_experiments(config),
+        experiment_store(app[appkeys.STORE], config.experiments, config.store.memory_max_visitors),
+        config.experiments,
+        app[appkeys.EXECUTOR],
+    )
+    app[appkeys.EXPERIMENTS] = experiments
     pipeline = Pipeline(
         pm=app[appkeys.PLUGIN_MANAGER],
         config=config,
@@ -76,8 +86,10 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         renderer=app[appkeys.RENDERER],
         metrics=app[appkeys.METRICS],
         executor=app[appkeys.EXECUTOR],
+        experiments=experiments if experiments.experiments else None,
     )
     await pipeline.start()
+    await experiments.start()
     app[appkeys.PIPELINE] = pipeline
     app[appkeys.LIMITS] = Limits(
         max_slots=config.decide.max_slots,
@@ -89,6 +101,7 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         has_template=app[appkeys.RENDERER].has_template,
     )
     yield
+    await experiments.stop()
     await pipeline.stop()
 
 

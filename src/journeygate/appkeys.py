@@ -10,6 +10,7 @@ from aiohttp import web
 from journeygate.catalog import Catalog
 from journeygate.config import AppConfig
 from journeygate.events.ingest import Ingestor
+from journeygate.experiments.runner import ExperimentRunner
 from journeygate.metrics import Metrics
 from journeygate.pipeline import Pipeline
 from journeygate.render import Renderer
@@ -26,3 +27,4 @@ RENDERER = web.AppKey("renderer", Renderer)
 PIPELINE = web.AppKey("pipeline", Pipeline)
 LIMITS = web.AppKey("limits", Limits)
 INGESTOR = web.AppKey("ingestor", Ingestor)
+EXPERIMENTS = web.AppKey("experiments", ExperimentRunner)

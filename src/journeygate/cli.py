@@ -23,6 +23,7 @@ from journeygate import __version__
 from journeygate.catalog import CatalogError
 from journeygate.config import AppConfig, ConfigError, load_config
 from journeygate.events.commands import register as register_event_commands
+from journeygate.experiments.commands import register as register_experiment_commands
 
 log = logging.getLogger("journeygate")
 
@@ -169,6 +170,7 @@ def build_parser(pm: pluggy.PluginManager | None = None) -> argparse.ArgumentPar
     ):
         sub.choices[name].set_defaults(handler=handler)
     register_event_commands(sub)
+    register_experiment_commands(sub)
     if pm is not None:
         pm.hook.journeygate_register_commands(subparsers=sub)
     return parser

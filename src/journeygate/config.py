@@ -119,6 +119,24 @@ class FallbackConfig:
 
 
 @dataclass(frozen=True)
+class ExperimentsConfig:
+    """``[experiments]``: where experiments are defined, and what recording them keeps."""
+
+    file: str = "config/experiments.toml"
+    visitor_ttl_s: int = 30 * 24 * 3600
+    results_ttl_s: int = 180 * 24 * 3600
+    visitor_decisions_max: int = 50
+    decision_log_max: int = 100_000
+    attribution_window_s: int = 7 * 24 * 3600
+    clock_skew_s: int = 300
+    flush_interval_ms: int = 50
+    pending_max: int = 50_000
+    bandit_refresh_s: int = 5
+    bandit_draws: int = 20_000
+    bandit_min_propensity: float = 0.01
+
+
+@dataclass(frozen=True)
 class PluginConfig:
     """Per-plugin section ``[plugin.NAME]``: reserved keys plus the plugin's own settings."""
 
@@ -145,6 +163,7 @@ class AppConfig:
     templates: TemplatesConfig = field(default_factory=TemplatesConfig)
     fallback: FallbackConfig = field(default_factory=FallbackConfig)
     plugins: PluginsConfig = field(default_factory=PluginsConfig)
+    experiments: ExperimentsConfig = field(default_factory=ExperimentsConfig)
     plugin: Mapping[str, PluginConfig] = field(default_factory=lambda: types.MappingProxyType({}))
 
     def plugin_config(self, name: str) -> PluginConfig:
@@ -215,6 +234,15 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
+    if annotation is float:
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
     if annotation is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -287,6 +315,13 @@ def _validate(config: AppConfig) -> None:
             raise ConfigError(f"events.{name}: must be at least 1")
     if config.events.session_gap_s < 1:
         raise ConfigError("events.session_gap_s: must be at least 1")
+    for name in ("visitor_decisions_max", "flush_interval_ms", "bandit_refresh_s"):
+        if getattr(config.experiments, name) < 1:
+            raise ConfigError(f"experiments.{name}: must be at least 1")
+    if config.experiments.bandit_draws < 100:
+        raise ConfigError("experiments.bandit_draws: must be at least 100")
+    if not 0 <= config.experiments.bandit_min_propensity < 0.5:
+        raise ConfigError("experiments.bandit_min_propensity: must be in [0, 0.5)")
 
 
 def load_config(

@@ -60,6 +60,15 @@ class RequestContext:
 
 
 @dataclass(frozen=True, slots=True)
+class ArmAssignment:
+    """The experiment arm a slot is shown under, and the probability it had (propensity)."""
+
+    experiment: str
+    arm: str
+    propensity: float
+
+
+@dataclass(frozen=True, slots=True)
 class SlotRequest:
     """One block the page wants."""
 
@@ -70,6 +79,7 @@ class SlotRequest:
     template: str | None = None
     plugin: str | None = None
     params: Mapping[str, Any] = field(default_factory=_empty)
+    assignment: ArmAssignment | None = None  # set by a running experiment on this slot
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +197,11 @@ class Block:
     fallback_reason: str | None = None
 
     def tracking(self, decision_id: str) -> dict[str, Any]:
-        return {"decision_id": decision_id, "slot": self.slot.id, "source": self.source}
+        tracking = {"decision_id": decision_id, "slot": self.slot.id, "source": self.source}
+        if self.slot.assignment is not None:
+            tracking["experiment"] = self.slot.assignment.experiment
+            tracking["arm"] = self.slot.assignment.arm
+        return tracking
 
     def as_json(self, decision_id: str) -> dict[str, Any]:
         body: dict[str, Any] = {

@@ -7,6 +7,7 @@ from typing import Any
 from journeygate import __version__
 from journeygate.config import AppConfig
 from journeygate.events.openapi import event_paths, event_schemas
+from journeygate.experiments.openapi import experiment_paths, experiment_schemas
 from journeygate.model import CHANNELS, PAGE_TYPES, SLOT_KINDS
 from journeygate.openapi_parts import JSON, NULLABLE_STRING, error_body, json_body, ref
 
@@ -268,7 +269,7 @@ def openapi_document(config: AppConfig) -> dict[str, Any]:
             "description": "Personalized content blocks for storefronts and CMS pages.",
         },
         "components": {
-            "schemas": schemas(config) | event_schemas(config),
+            "schemas": schemas(config) | event_schemas(config) | experiment_schemas(),
             "securitySchemes": {
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                 "writeKey": {"type": "http", "scheme": "basic"},
@@ -381,5 +382,6 @@ def openapi_document(config: AppConfig) -> dict[str, Any]:
                 }
             },
             **event_paths(),
+            **experiment_paths(),
         },
     }

@@ -25,6 +25,7 @@ import pluggy
 from journeygate import OFFLOAD_ATTRIBUTE
 from journeygate.catalog import Catalog, Product
 from journeygate.config import AppConfig
+from journeygate.experiments.runner import ExperimentRunner
 from journeygate.metrics import Metrics
 from journeygate.model import (
     Block,
@@ -123,6 +124,7 @@ class Pipeline:
         renderer: Renderer,
         metrics: Metrics,
         executor: Executor,
+        experiments: ExperimentRunner | None = None,
     ) -> None:
         self.pm = pm
         self.config = config
@@ -131,6 +133,7 @@ class Pipeline:
         self.renderer = renderer
         self.metrics = metrics
         self.executor = executor
+        self.experiments = experiments
         self.strategies: frozenset[str] = frozenset()
         self.startup_failures: dict[str, str] = {}
         self._impls: dict[str, tuple[_Impl, ...]] = {}
@@ -379,7 +382,8 @@ class Pipeline:
         )
         context = await self._enrich(context, trace)
         shown: set[str] = set()
-        answers = (self._answer(context, slot, trace, deadline, shown) for slot in request.slots)
+        slots = self.experiments.prepare(context, trace) if self.experiments else request.slots
+        answers = (self._answer(context, slot, trace, deadline, shown) for slot in slots)
         if self._slots_concurrent:
             blocks = list(await asyncio.gather(*answers))
         else:
@@ -387,6 +391,8 @@ class Pipeline:
             blocks = [await answer for answer in answers]
         decision = Decision(context=context, blocks=blocks, trace=trace or [])
         decision.duration_ms = (time.perf_counter() - started) * 1000
+        if self.experiments:
+            self.experiments.observe(context, blocks)
         if self._impls["journeygate_observe_decision"]:
             task = asyncio.create_task(self._observe(context, blocks))
             self._background.add(task)

@@ -27,6 +27,7 @@ class RendererPlugin:
             fingerprint = orjson.dumps(
                 [
                     [slot.id, slot.kind, slot.strategy, slot.limit, slot.plugin, dict(slot.params)],
+                    (slot.assignment.experiment, slot.assignment.arm) if slot.assignment else None,
                     [block.source, block.personalized, block.fallback_reason, block.items],
                     block.offer.as_json() if block.offer else None,
                     visitor,

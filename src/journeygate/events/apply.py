@@ -14,7 +14,8 @@ import pluggy
 
 from journeygate.config import AppConfig
 from journeygate.events.schema import Event
-from journeygate.store import ProfileStore
+from journeygate.experiments.attribution import Attribution
+from journeygate.store import ProfileStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class Applier:
         self.store = store
         self.config = config
         self.pm = pm
+        self.attribution = Attribution.for_store(store, config)
 
     async def apply(self, events: Sequence[Mapping[str, Any]]) -> int:
         """Apply ``events``, let observers see those applied now (not duplicates), and return
@@ -46,6 +48,8 @@ class Applier:
             groups.setdefault(event["v"], []).append(event)
         batches = [(visitor_id, sorted(group, key=_time)) for visitor_id, group in groups.items()]
         applied = await self._apply(batches)
+        if applied and self.attribution is not None:
+            await self._attribute([event for event, _ in applied])
         if applied and self.pm is not None and self._observers():
             # observers see the events in the order they came (per visitor, by event time)
             position = {id(event): index for index, event in enumerate(events)}
@@ -81,6 +85,15 @@ class Applier:
             MAX_REDIRECTS,
         )
         return applied
+
+    async def _attribute(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Credit clicks and orders to experiment arms; the events stay applied when the
+        experiment storage fails (their credit is lost, and logged)."""
+        assert self.attribution is not None
+        try:
+            await self.attribution.attribute(events)
+        except StoreUnavailable as exc:
+            log.warning("experiment attribution failed for %d events: %s", len(events), exc)
 
     def _observers(self) -> list[Any]:
         assert self.pm is not None

@@ -63,6 +63,7 @@ KINDS = (
     "coupon",
     "promotion_view",
     "promotion_click",
+    "block_click",
     "wishlist_add",
     "wishlist_remove",
     "share",
@@ -99,6 +100,9 @@ SEGMENT_EVENTS: Mapping[str, str] = {
     "Coupon Removed": "coupon",
     "Promotion Viewed": "promotion_view",
     "Promotion Clicked": "promotion_click",
+    # A click on a journeygate block: properties decision_id and slot, from the block's
+    # tracking data, credit the click to the decision (and its experiment arm).
+    "Block Clicked": "block_click",
     "Product Added to Wishlist": "wishlist_add",
     "Product Removed from Wishlist": "wishlist_remove",
     "Wishlist Product Added to Cart": "cart_add",

@@ -111,3 +111,23 @@ EVENT_SESSION_KEYS = ("", ":products", ":categories", ":pages", ":searches")
 def event_session(visitor_id: str, session_id: str, part: str = "") -> str:
     """``jg:{v}:es:{s}`` and its parts (``:products``, ``:categories``, ...)."""
     return visitor_key(visitor_id, "es", session_id) + part
+
+
+def experiment_visitor(visitor_id: str) -> str:
+    """``jg:{v}:xp``: the visitor's exposures, recent decisions and attributed orders."""
+    return visitor_key(visitor_id, "xp")
+
+
+def experiment_visitor_recent(visitor_id: str) -> str:
+    """``jg:{v}:xp:recent``: the capped fields of ``jg:{v}:xp``, newest first."""
+    return visitor_key(visitor_id, "xp", "recent")
+
+
+def experiment_arms(experiment_id: str) -> str:
+    """``jg:xp:{exp}:arms``: the counters of every arm of one experiment."""
+    return f"{PREFIX}:xp:{{{experiment_id}}}:arms"
+
+
+def experiment_decisions(experiment_id: str) -> str:
+    """``jg:xp:{exp}:decisions``: the experiment's decision log (a trimmed stream)."""
+    return f"{PREFIX}:xp:{{{experiment_id}}}:decisions"
