@@ -46,6 +46,28 @@ anonymous id (set ``alias``, read ``log``; events applied to it from then on are
 replay the log into the customer (``seen`` drops what was already applied), then clear the
 anonymous id's data.
 
+Keys written for experiments (``[experiments]`` config names the caps and TTLs; see
+``journeygate.experiments.storage`` and ``experiments.lua``):
+
+=================================  =======  ==========================  =====================
+key                                type     bound                       TTL
+=================================  =======  ==========================  =====================
+``jg:{v}:xp``                      hash     one field per experiment,   ``visitor_ttl_s``
+                                            ``visitor_decisions_max``
+                                            decisions and order ids
+``jg:{v}:xp:recent``               list     ``visitor_decisions_max``   ``visitor_ttl_s``
+``jg:xp:{exp}:arms``               hash     8 counters per arm          ``results_ttl_s``
+``jg:xp:{exp}:decisions``          stream   ``decision_log_max`` (~)    ``results_ttl_s``
+=================================  =======  ==========================  =====================
+
+``xp`` holds, per experiment the visitor saw, the arms with first and last exposure time,
+whether it converted there and its revenue, and its latest decision; per recent decision the
+experiment and arm of each slot (clicks and orders are credited through the decision id);
+and the order ids already credited. ``xp:recent`` lists the decision and order fields, newest
+first, so the oldest are deleted past the cap. The per-experiment keys have the experiment id
+as their hash tag; the decision log holds, per decision, its id, visitor, arm, slot and the
+propensity (choice probability) it was made with.
+
 Event streams are not per visitor: ``jg:events:{shard-K}`` (K = 0 .. ``stream_shards`` - 1)
 are Redis Streams, each trimmed to about ``stream_maxlen`` entries. A visitor's events always
 go to the shard ``crc32(visitor_id) % stream_shards``, so one visitor's events stay in order
