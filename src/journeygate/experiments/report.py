@@ -143,7 +143,7 @@ def format_report(results: Mapping[str, Any]) -> str:
         f"experiment {results['experiment']} on slot {results['slot']}: {results['policy']} "
         f"policy, {results['status']}, control {results['control']!r}",
         f"{'arm':<12} {'share':>6} {'visitors':>8} {'conv':>6} {'rate':>7} {'clicks':>6} "
-        f"{'rev/visitor':>11}  {'rate diff, pp [95% CI]':<24} {'relative lift [95% CI]':<26} "
+        f"{'rev/visitor':>11}  {'rate diff, pp [95% CI]':<24} {'relative lift [95% CI]':<28} "
         f"{'rev/visitor diff [95% CI]'}",
     ]
     for arm in results["arms"]:
@@ -156,7 +156,7 @@ def format_report(results: Mapping[str, Any]) -> str:
                 "(control)"
                 if arm["control"]
                 else f"{_interval(lift.get('conversion_rate_difference'), 100):<24} "
-                f"{_interval(lift.get('conversion_rate_relative'), 100, '%'):<26} "
+                f"{_interval(lift.get('conversion_rate_relative'), 100, '%'):<28} "
                 f"{_interval(lift.get('revenue_per_visitor_difference'))}"
             )
         )
