@@ -18,7 +18,8 @@ table (:mod:`jg_recommender.interactions`), appended as JSON Lines to
 Kinds recorded (``EVENT_WEIGHTS`` names): ``product_view`` -> ``view``; ``cart_add`` ->
 ``cart_add``; ``order`` -> one ``purchase`` per line item, the order id as basket; a click on
 a recommendation block -> ``block_click``: ``Block Clicked``/``block_click`` events (kind
-``custom``), or ``Product Clicked`` carrying the block's ``decision_id``. A plain product click
+``block_click``; ``block_clicked`` is kept as ``custom``), or ``Product Clicked`` carrying the
+block's ``decision_id``. A plain product click
 is not recorded (the product view it leads to is). Identity links (``identify``/``alias`` with
 both ids) are recorded as ``link`` rows so history logged under an anonymous id before the
 visitor logged in is credited to the customer at training time.
@@ -87,8 +88,10 @@ def interaction_rows(event: Event) -> list[dict[str, Any]]:
             for item in event.fields.get("items") or ()
             if item.get("pid")
         ]
-    clicked = (kind == "custom" and event.name in BLOCK_CLICK_NAMES) or (
-        kind == "product_click" and event.properties.get("decision_id")
+    clicked = (
+        kind == "block_click"
+        or (kind == "custom" and event.name in BLOCK_CLICK_NAMES)
+        or (kind == "product_click" and event.properties.get("decision_id"))
     )
     if clicked:
         pid = _product_id(event)

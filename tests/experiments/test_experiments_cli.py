@@ -13,9 +13,8 @@ import urllib.error
 import urllib.request
 
 import redis.asyncio as aioredis
-from xpkit import fresh_redis_url, write_experiments
+from xpkit import free_port, fresh_redis_url, write_experiments
 
-from conftest import free_port
 from journeygate.config import PROJECT_ROOT, ExperimentsConfig
 from journeygate.experiments.storage import Exposure, Outcome, RedisExperimentStore
 

@@ -22,6 +22,7 @@ from journeygate import appkeys, hookimpl
 from journeygate.experiments.assignment import fixed_arm
 from journeygate.experiments.config import load_experiments
 from journeygate.model import Offer
+from journeygate.store import StoreUnavailable
 
 RESULTS = "/v1/experiments/{experiment_id}/results"
 
@@ -196,3 +197,25 @@ name = "b"
     assert all("experiment" not in block["tracking"] for block in body["blocks"])
     results = await (await client.get(RESULTS.format(experiment_id="later"), headers=ADMIN)).json()
     assert results["status"] == "scheduled" and results["sample_ratio"] is None
+
+
+async def test_decisions_go_on_when_redis_is_down_and_exposures_are_written_later(
+    gateway, private_redis, tmp_path
+):
+    # exposures are written only when the test says so
+    settings = overrides(
+        "redis", private_redis.url, write_experiments(tmp_path), flush_interval_ms=600_000
+    )
+    settings["store"]["timeout_ms"] = 100
+    client = await gateway(**settings)
+    runner = client.app[appkeys.EXPERIMENTS]
+    private_redis.kill()
+    for index in range(5):
+        body = await decide(client, f"outage-{index}")
+        assert body["blocks"][0]["tracking"]["experiment"] == "hero-test"
+    with pytest.raises(StoreUnavailable):
+        await runner.flush()
+    private_redis.start()
+    await runner.flush()  # the queued exposures were kept
+    counts = (await runner.store.arm_counts(["hero-test"]))["hero-test"]
+    assert sum(arm.exposed for arm in counts.values()) == 5

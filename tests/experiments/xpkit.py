@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,12 @@ def write_experiments(directory: Path, text: str = HERO) -> str:
     path = directory / "experiments.toml"
     path.write_text(text, encoding="utf-8")
     return str(path)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def fresh_redis_url(redis_url: str, db: int = EXPERIMENTS_DB) -> str:

@@ -72,7 +72,10 @@ class ExperimentRunner:
         flush_every = self.settings.flush_interval_ms / 1000
         self._tasks.append(asyncio.create_task(self._every(flush_every, self.flush)))
         if self.bandits:
-            await self.refresh()
+            try:
+                await self.refresh()
+            except StoreUnavailable as exc:  # decisions go on with uniform probabilities
+                self._warn(f"experiments: bandit probabilities not loaded: {exc}")
             self._tasks.append(
                 asyncio.create_task(self._every(self.settings.bandit_refresh_s, self.refresh))
             )
@@ -85,7 +88,10 @@ class ExperimentRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        await self.flush()
+        try:
+            await self.flush()
+        except StoreUnavailable as exc:
+            log.warning("experiments: %d exposures not written: %s", len(self._pending), exc)
 
     async def _every(self, interval: float, work: Any) -> None:
         while True:
