@@ -28,6 +28,7 @@ from journeygate.store import StoreUnavailable
 log = logging.getLogger(__name__)
 
 FALLBACK_PLUGIN = "fallback"
+FLUSH_CHUNK = 200  # exposures per write: bounds how long one write holds the event loop
 
 
 class ExperimentRunner:
@@ -187,17 +188,19 @@ class ExperimentRunner:
     # -- background work -----------------------------------------------------------------
 
     async def flush(self) -> None:
-        """Write the queued exposures; on failure they are queued again (up to the cap)."""
-        if not self._pending:
-            return
+        """Write the queued exposures in chunks of ``FLUSH_CHUNK`` (yielding to requests in
+        between); on failure what was not written is queued again (up to the cap)."""
         batch, self._pending = self._pending, []
-        try:
-            await self.store.record_exposures(batch)
-        except StoreUnavailable:
-            room = max(self.settings.pending_max - len(self._pending), 0)
-            self._pending[:0] = batch[:room]
-            self.dropped += len(batch) - room
-            raise
+        for start in range(0, len(batch), FLUSH_CHUNK):
+            try:
+                await self.store.record_exposures(batch[start : start + FLUSH_CHUNK])
+            except StoreUnavailable:
+                unwritten = batch[start:]
+                room = max(self.settings.pending_max - len(self._pending), 0)
+                self._pending[:0] = unwritten[:room]
+                self.dropped += len(unwritten) - room
+                raise
+            await asyncio.sleep(0)
 
     async def refresh(self) -> None:
         """Recompute every bandit's choice probabilities from the current counters."""
