@@ -46,6 +46,12 @@ anonymous id (set ``alias``, read ``log``; events applied to it from then on are
 replay the log into the customer (``seen`` drops what was already applied), then clear the
 anonymous id's data.
 
+Offer budgets (the ``offers`` plugin) are not per visitor: ``jg:offer:{OFFER_ID}:redemptions``
+is a zset of the redemption ids (order id, else message id) of one catalog offer that has a
+``budget``, scored by event time, capped at the budget (ZCARD is the count, a redemption seen
+twice counts once), with a TTL of ``[plugin.offers] budget_ttl_days`` refreshed by every
+redemption. One key per budgeted offer of the catalog.
+
 Event streams are not per visitor: ``jg:events:{shard-K}`` (K = 0 .. ``stream_shards`` - 1)
 are Redis Streams, each trimmed to about ``stream_maxlen`` entries. A visitor's events always
 go to the shard ``crc32(visitor_id) % stream_shards``, so one visitor's events stay in order
@@ -111,3 +117,8 @@ EVENT_SESSION_KEYS = ("", ":products", ":categories", ":pages", ":searches")
 def event_session(visitor_id: str, session_id: str, part: str = "") -> str:
     """``jg:{v}:es:{s}`` and its parts (``:products``, ``:categories``, ...)."""
     return visitor_key(visitor_id, "es", session_id) + part
+
+
+def offer_redemptions(offer_id: str) -> str:
+    """``jg:offer:{offer_id}:redemptions``: the redemptions counted against an offer's budget."""
+    return f"{PREFIX}:offer:{{{offer_id}}}:redemptions"

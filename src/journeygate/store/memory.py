@@ -138,6 +138,7 @@ class MemoryProfileStore:
             recent_views=tuple(reversed(visitor.views)),
             session_views=tuple(reversed(session.views)) if session else (),
             session_pages=session.pages if session else 0,
+            consents={name: granted for name, (granted, _) in visitor.consents.items()},
             profile_id=merged,
         )
         if page_view:

@@ -76,6 +76,7 @@ class RedisProfileStore:
                     keys.session_views(profile_id, session),
                     keys.sessions(profile_id),
                     keys.visitor_key(profile_id, "alias"),
+                    keys.visitor_key(profile_id, "consents"),
                 ),
                 (
                     cfg.history_max,
@@ -90,12 +91,16 @@ class RedisProfileStore:
             if len(result) == 1:  # merged into another profile: load that one
                 profile_id = result[0]
                 continue
-            profile, views, pages, session_views = result
+            profile, views, pages, session_views, consents = result
             return StoredVisitor(
                 profile={profile[i]: json.loads(profile[i + 1]) for i in range(0, len(profile), 2)},
                 recent_views=tuple(views),
                 session_pages=int(pages or 0),
                 session_views=tuple(session_views),
+                # each consent is stored as "1|<event time>" (granted) or "0|<event time>"
+                consents={
+                    consents[i]: consents[i + 1][0] == "1" for i in range(0, len(consents), 2)
+                },
                 profile_id=profile_id if profile_id != visitor_id else None,
             )
         raise StoreUnavailable(f"redis: alias chain of {visitor_id!r} is too long")
