@@ -216,7 +216,7 @@ class OffersPlugin:
             if spec is not None and spec.caps.per_visitor:
                 shows[offer_id] = [t for t in times if now - t < spec.caps.window_s]
         for offer_id in shown:
-            shows.setdefault(offer_id, []).append(round(now, 3))
+            shows.setdefault(offer_id, []).append(now)
         kept = {
             offer_id: times[-(self.offers[offer_id].caps.per_visitor or 1) :]
             for offer_id, times in shows.items()
