@@ -10,6 +10,7 @@ events (``journeygate_observe_event``).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +25,7 @@ from jg_offers.catalog import (
     OffersSettings,
     load_catalog,
 )
+from jg_offers.commands import add_command
 from jg_offers.rules import SHOWS_FIELD, Verdict, VisitorInputs, evaluate, read_shows
 from journeygate import hookimpl
 from journeygate.builtins.fallback import default_offer
@@ -83,6 +85,12 @@ class OffersPlugin:
     @hookimpl
     async def journeygate_shutdown(self) -> None:
         await self.redemptions.close()
+
+    @hookimpl
+    def journeygate_register_commands(
+        self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
+    ) -> None:
+        add_command(subparsers)
 
     # -- one decision ----------------------------------------------------------------------
 

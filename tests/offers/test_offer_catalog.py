@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -122,3 +124,22 @@ def test_the_shipped_catalog_is_valid():
     assert {"discount", "free_shipping", "bundle", "vip_preview"} <= kinds
     assert {"service_recovery", "referral"} <= kinds
     assert catalog.upsell_eligibility.sentiment_min == -0.3
+
+
+def test_offers_command_checks_and_lists_the_catalog(tmp_path):
+    command = [sys.executable, "-m", "journeygate.cli", "offers"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].endswith("config/offers.toml: 7 offers, valid")
+    ids = [line.split()[0] for line in lines[3:]]
+    assert ids[0] == "service-recovery" and ids[-1] == "refer-a-friend"  # by priority
+    bad = tmp_path / "bad.toml"
+    bad.write_text(GOOD + "priority = 'high'\n", encoding="utf-8")
+    result = subprocess.run(
+        [*command, "--catalog", str(bad)], capture_output=True, text=True, cwd=PROJECT_ROOT
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"journeygate: {bad}: offers[0] (a).priority: expected an integer, got 'high'"
+    )
