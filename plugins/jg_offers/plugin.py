@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
@@ -26,7 +27,15 @@ from jg_offers.catalog import (
     load_catalog,
 )
 from jg_offers.commands import add_command
-from jg_offers.rules import SHOWS_FIELD, Verdict, VisitorInputs, evaluate, read_shows
+from jg_offers.rules import (
+    SHOWS_FIELD,
+    Rule,
+    Verdict,
+    VisitorInputs,
+    evaluate,
+    offer_rules,
+    read_shows,
+)
 from journeygate import hookimpl
 from journeygate.builtins.fallback import default_offer
 from journeygate.config import AppConfig
@@ -54,6 +63,8 @@ class OffersPlugin:
         self.no_offer = Offer.nothing("no eligible offer")
         self._data: dict[str, Mapping[str, Any]] = {}
         self._coupons: dict[str, list[str]] = {}
+        self._rules: dict[str, tuple[Rule, ...]] = {}
+        self._zone: dt.tzinfo | None = None  # only when some offer has hours
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -80,6 +91,13 @@ class OffersPlugin:
                 self._coupons.setdefault(spec.coupon.lower(), []).append(spec.id)
         redis_url = config.store.redis_url if config.store_backend == "redis" else None
         self.redemptions = Redemptions(budgets, redis_url, self.settings.budget_ttl_days * 86400)
+        upsell = self.catalog.upsell_eligibility
+        self._rules = {
+            spec.id: offer_rules(spec, upsell, self.redemptions.count)
+            for spec in self.catalog.offers
+        }
+        hours = any(spec.schedule.hours for spec in self.catalog.offers)
+        self._zone = self.settings.zone if hours else None
         await self.redemptions.start(self.settings.budget_refresh_s)
 
     @hookimpl
@@ -100,7 +118,7 @@ class OffersPlugin:
         if params.get(PARAM_HOLDOUT) is True:
             return None  # the experiment's control group sees the default content
         explain = context.request.explain
-        inputs = VisitorInputs.from_context(context, self.clock(), self.settings.zone)
+        inputs = VisitorInputs.from_context(context, self.clock(), self._zone)
         notes: list[str] = []
         pool = self._pool(params.get(PARAM_POOL), notes)
         verdicts = [self._evaluate(spec, inputs, explain) for spec in pool]
@@ -124,14 +142,13 @@ class OffersPlugin:
             body=spec.body,
             cta_label=spec.cta_label,
             cta_url=spec.cta_url,
-            reason="; ".join([*notes, rank, *chosen.matched]),
+            reason="; ".join([*notes, rank, *chosen.describe_matches(inputs)]),
             data=self._data[spec.id],
             explain=self._explain(verdicts, chosen, notes) if explain else EMPTY,
         )
 
     def _evaluate(self, spec: OfferSpec, inputs: VisitorInputs, complete: bool) -> Verdict:
-        redeemed = self.redemptions.count(spec.id)
-        return evaluate(spec, self.catalog.upsell_eligibility, inputs, redeemed, complete)
+        return evaluate(spec, self._rules[spec.id], inputs, complete)
 
     def _pool(self, pool: Any, notes: list[str]) -> Sequence[OfferSpec]:
         """The catalog, or the offers an experiment restricted the slot to."""

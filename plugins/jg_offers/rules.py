@@ -10,7 +10,8 @@ and says, in words, which rules matched and which did not.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Mapping
+import operator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,7 +64,7 @@ class VisitorInputs:
     """Everything the offer rules look at for one decision."""
 
     now: float
-    hour: int  # local hour of ``now`` in the plugin's timezone
+    hour: int  # local hour of ``now`` in the plugin's timezone (-1: not needed)
     stage: str | None = None
     intent: str | None = None
     personas: frozenset[str] = frozenset()
@@ -77,15 +78,18 @@ class VisitorInputs:
     shows: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
     @classmethod
-    def from_context(cls, context: DecisionContext, now: float, zone: dt.tzinfo) -> VisitorInputs:
+    def from_context(
+        cls, context: DecisionContext, now: float, zone: dt.tzinfo | None
+    ) -> VisitorInputs:
         """Plugins' answers for this decision first (``context.visitor``), then what the stored
-        profile says; an input nobody produced is simply absent."""
+        profile says; an input nobody produced is simply absent. ``zone``: the timezone of
+        schedule hours (None when no offer has hours: the hour is not needed)."""
         visitor = context.visitor
         profile = context.stored.profile
         attributes = visitor.attributes
         return cls(
             now=now,
-            hour=dt.datetime.fromtimestamp(now, zone).hour,
+            hour=dt.datetime.fromtimestamp(now, zone).hour if zone is not None else -1,
             stage=visitor.stage,
             intent=visitor.intent,
             personas=_names(attributes.get(PERSONA_FIELD) or profile.get(PERSONA_FIELD)),
@@ -109,112 +113,186 @@ def _listed(values: Iterable[str]) -> str:
     return "[" + ", ".join(sorted(values)) + "]"
 
 
-def _one_of(label: str, value: str | None, allowed: frozenset[str]) -> tuple[bool, str]:
-    if value in allowed:
-        return True, f"{label} {value}"
-    return False, f"{label} {value or 'unknown'} not in {_listed(allowed)}"
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule of one offer, compiled at startup: a cheap test, and words for why it passed
+    or failed (built only when someone reads them)."""
+
+    passes: Callable[[VisitorInputs], bool]
+    describe: Callable[[VisitorInputs, bool], str]
 
 
-def _any_of(label: str, values: frozenset[str], allowed: frozenset[str]) -> tuple[bool, str]:
-    common = values & allowed
-    if common:
-        return True, f"{label} {', '.join(sorted(common))}"
-    have = ", ".join(sorted(values)) or "unknown"
-    return False, f"{label} {have} not in {_listed(allowed)}"
+def _one_of(label: str, attribute: str, allowed: frozenset[str]) -> Rule:
+    get = operator.attrgetter(attribute)
+
+    def describe(inputs: VisitorInputs, ok: bool) -> str:
+        value = get(inputs)
+        return (
+            f"{label} {value}" if ok else f"{label} {value or 'unknown'} not in {_listed(allowed)}"
+        )
+
+    return Rule(lambda inputs: get(inputs) in allowed, describe)
+
+
+def _any_of(label: str, attribute: str, allowed: frozenset[str]) -> Rule:
+    get = operator.attrgetter(attribute)
+
+    def describe(inputs: VisitorInputs, ok: bool) -> str:
+        values: frozenset[str] = get(inputs)
+        if ok:
+            return f"{label} {', '.join(sorted(values & allowed))}"
+        return f"{label} {', '.join(sorted(values)) or 'unknown'} not in {_listed(allowed)}"
+
+    return Rule(lambda inputs: not allowed.isdisjoint(get(inputs)), describe)
 
 
 def _bounds(
-    label: str, value: float, low: float | None, high: float | None, note: str = ""
-) -> Iterator[tuple[bool, str]]:
+    label: str, get: Callable[[VisitorInputs], float], low: float | None, high: float | None
+) -> Iterator[Rule]:
+    def words(inputs: VisitorInputs) -> str:
+        value = get(inputs)
+        note = " (none yet: neutral)" if label == "sentiment" and inputs.sentiment is None else ""
+        return f"{label} {value:g}{note}"
+
     if low is not None:
-        ok = value >= low
-        yield ok, f"{label} {value:g}{note} {'≥' if ok else 'below'} {low:g}"
+        yield Rule(
+            lambda inputs: get(inputs) >= low,
+            lambda inputs, ok: f"{words(inputs)} {'≥' if ok else 'below'} {low:g}",
+        )
     if high is not None:
-        ok = value <= high
-        yield ok, f"{label} {value:g}{note} {'≤' if ok else 'above'} {high:g}"
+        yield Rule(
+            lambda inputs: get(inputs) <= high,
+            lambda inputs, ok: f"{words(inputs)} {'≤' if ok else 'above'} {high:g}",
+        )
 
 
-def check_eligibility(
-    rules: Eligibility, inputs: VisitorInputs, prefix: str = ""
-) -> Iterator[tuple[bool, str]]:
-    """(passed, why) for every rule that is set, in a fixed order."""
-    checks: list[tuple[bool, str]] = []
-    if rules.stages:
-        checks.append(_one_of("stage", inputs.stage, rules.stages))
-    if rules.intents:
-        checks.append(_one_of("intent", inputs.intent, rules.intents))
-    if rules.personas:
-        checks.append(_any_of("persona", inputs.personas, rules.personas))
-    if rules.segments:
-        checks.append(_any_of("segment", inputs.segments, rules.segments))
-    if rules.channels:
-        checks.append(_one_of("channel", inputs.channel, rules.channels))
-    for ok, why in checks:
-        yield ok, prefix + why
-    sentiment = inputs.sentiment if inputs.sentiment is not None else 0.0
-    note = "" if inputs.sentiment is not None else " (none yet: neutral)"
-    for ok, why in _bounds("sentiment", sentiment, rules.sentiment_min, rules.sentiment_max, note):
-        yield ok, prefix + why
-    cart = round(inputs.cart_value, 2)
-    for ok, why in _bounds("cart value", cart, rules.cart_value_min, rules.cart_value_max):
-        yield ok, prefix + why
-    for ok, why in _bounds("orders", inputs.orders, rules.orders_min, rules.orders_max):
-        yield ok, prefix + why
-    for consent in sorted(rules.consents):
-        granted = inputs.consents.get(consent) is True
-        yield granted, prefix + (f"consent {consent}" if granted else f"no {consent} consent")
-    if rules.triggers:
-        yield _active_trigger(rules, inputs, prefix)
-
-
-def _active_trigger(rules: Eligibility, inputs: VisitorInputs, prefix: str) -> tuple[bool, str]:
-    window = rules.trigger_window_s
-    for name in sorted(rules.triggers):
-        fired = inputs.triggers.get(name)
-        if fired is not None and 0 <= inputs.now - fired <= window:
-            return True, f"{prefix}trigger {name} fired {(inputs.now - fired) / 60:.0f} min ago"
-    return False, (
-        f"{prefix}no trigger of {_listed(rules.triggers)} fired in the last {window / 60:g} min"
+def _consent(name: str) -> Rule:
+    return Rule(
+        lambda inputs: inputs.consents.get(name) is True,
+        lambda inputs, ok: f"consent {name}" if ok else f"no {name} consent",
     )
+
+
+def _active_trigger(names: frozenset[str], window: float) -> Rule:
+    def fired(inputs: VisitorInputs) -> str | None:
+        for name in sorted(names):
+            at = inputs.triggers.get(name)
+            if at is not None and 0 <= inputs.now - at <= window:
+                return name
+        return None
+
+    def describe(inputs: VisitorInputs, ok: bool) -> str:
+        name = fired(inputs)
+        if name is not None:
+            return f"trigger {name} fired {(inputs.now - inputs.triggers[name]) / 60:.0f} min ago"
+        return f"no trigger of {_listed(names)} fired in the last {window / 60:g} min"
+
+    return Rule(lambda inputs: fired(inputs) is not None, describe)
+
+
+def _sentiment(inputs: VisitorInputs) -> float:
+    return inputs.sentiment if inputs.sentiment is not None else 0.0
+
+
+def _cart_value(inputs: VisitorInputs) -> float:
+    return round(inputs.cart_value, 2)
+
+
+def _orders(inputs: VisitorInputs) -> float:
+    return inputs.orders
+
+
+def eligibility_rules(rules: Eligibility) -> list[Rule]:
+    """The rules that are set, in a fixed order (the order ``explain`` lists them in)."""
+    compiled = []
+    for label, attribute, allowed in (
+        ("stage", "stage", rules.stages),
+        ("intent", "intent", rules.intents),
+        ("channel", "channel", rules.channels),
+    ):
+        if allowed:
+            compiled.append(_one_of(label, attribute, allowed))
+    if rules.personas:
+        compiled.append(_any_of("persona", "personas", rules.personas))
+    if rules.segments:
+        compiled.append(_any_of("segment", "segments", rules.segments))
+    compiled += _bounds("sentiment", _sentiment, rules.sentiment_min, rules.sentiment_max)
+    compiled += _bounds("cart value", _cart_value, rules.cart_value_min, rules.cart_value_max)
+    compiled += _bounds("orders", _orders, rules.orders_min, rules.orders_max)
+    compiled += [_consent(name) for name in sorted(rules.consents)]
+    if rules.triggers:
+        compiled.append(_active_trigger(rules.triggers, rules.trigger_window_s))
+    return compiled
 
 
 def _iso(moment: float) -> str:
     return dt.datetime.fromtimestamp(moment, dt.UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
-def check_schedule(schedule: Schedule, inputs: VisitorInputs) -> Iterator[tuple[bool, str]]:
-    if schedule.start is not None and inputs.now < schedule.start:
-        yield False, f"not started (starts {_iso(schedule.start)})"
-        return
-    if schedule.end is not None and inputs.now >= schedule.end:
-        yield False, f"ended {_iso(schedule.end)}"
-        return
-    if schedule.hours is not None:
-        low, high = schedule.hours
-        hour = inputs.hour
-        inside = low <= hour < high if low < high else hour >= low or hour < high
-        if not inside:
-            yield False, f"outside hours {low}-{high} (now {inputs.hour}h)"
-            return
+def _schedule(schedule: Schedule) -> Rule:
+    def problem(inputs: VisitorInputs) -> str | None:
+        if schedule.start is not None and inputs.now < schedule.start:
+            return f"not started (starts {_iso(schedule.start)})"
+        if schedule.end is not None and inputs.now >= schedule.end:
+            return f"ended {_iso(schedule.end)}"
+        if schedule.hours is not None:
+            low, high = schedule.hours
+            hour = inputs.hour
+            inside = low <= hour < high if low < high else hour >= low or hour < high
+            if not inside:
+                return f"outside hours {low}-{high} (now {hour}h)"
+        return None
+
+    return Rule(
+        lambda inputs: problem(inputs) is None,
+        lambda inputs, ok: "within schedule" if ok else problem(inputs) or "",
+    )
+
+
+def _frequency(offer_id: str, caps: Caps) -> Rule:
+    limit, window = caps.per_visitor or 0, caps.window_s
+    hours = f"{window / 3600:g} h"
+
+    def describe(inputs: VisitorInputs, ok: bool) -> str:
+        shows = inputs.recent_shows(offer_id, window)
+        if ok:
+            return f"shown {shows} of {limit} times in {hours}"
+        return f"frequency cap: shown {shows} times in the last {hours}"
+
+    return Rule(lambda inputs: inputs.recent_shows(offer_id, window) < limit, describe)
+
+
+def _budget(offer_id: str, budget: int, redeemed: Callable[[str], int]) -> Rule:
+    def describe(inputs: VisitorInputs, ok: bool) -> str:
+        count = redeemed(offer_id)
+        if ok:
+            return f"budget {count}/{budget} redeemed"
+        return f"budget exhausted: {count}/{budget} redeemed"
+
+    return Rule(lambda inputs: redeemed(offer_id) < budget, describe)
+
+
+def _prefixed(prefix: str, rule: Rule) -> Rule:
+    return Rule(rule.passes, lambda inputs, ok: prefix + rule.describe(inputs, ok))
+
+
+def offer_rules(
+    offer: OfferSpec, upsell: Eligibility, redeemed: Callable[[str], int]
+) -> tuple[Rule, ...]:
+    """Every rule of an offer: its schedule, its eligibility, the catalog's upsell rules when
+    it is an upsell, then its caps (``redeemed`` counts an offer's redemptions)."""
+    schedule = offer.schedule
+    compiled = []
     if schedule.start is not None or schedule.end is not None or schedule.hours is not None:
-        yield True, "within schedule"
-
-
-def check_caps(
-    offer_id: str, caps: Caps, inputs: VisitorInputs, redeemed: int
-) -> Iterator[tuple[bool, str]]:
-    if caps.per_visitor is not None:
-        shows = inputs.recent_shows(offer_id, caps.window_s)
-        hours = f"{caps.window_s / 3600:g} h"
-        if shows < caps.per_visitor:
-            yield True, f"shown {shows} of {caps.per_visitor} times in {hours}"
-        else:
-            yield False, f"frequency cap: shown {shows} times in the last {hours}"
-    if caps.budget is not None:
-        if redeemed < caps.budget:
-            yield True, f"budget {redeemed}/{caps.budget} redeemed"
-        else:
-            yield False, f"budget exhausted: {redeemed}/{caps.budget} redeemed"
+        compiled.append(_schedule(schedule))
+    compiled += eligibility_rules(offer.eligibility)
+    if offer.upsell:
+        compiled += [_prefixed("upsell: ", rule) for rule in eligibility_rules(upsell)]
+    if offer.caps.per_visitor is not None:
+        compiled.append(_frequency(offer.id, offer.caps))
+    if offer.caps.budget is not None:
+        compiled.append(_budget(offer.id, offer.caps.budget, redeemed))
+    return tuple(compiled)
 
 
 @dataclass(slots=True)
@@ -222,6 +300,7 @@ class Verdict:
     """Why one offer is or is not eligible for this decision."""
 
     offer: OfferSpec
+    rules: tuple[Rule, ...]
     matched: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
 
@@ -229,30 +308,26 @@ class Verdict:
     def eligible(self) -> bool:
         return not self.rejected
 
+    def describe_matches(self, inputs: VisitorInputs) -> list[str]:
+        """Why every rule passed (for the winner's reason, when the verdict skipped them)."""
+        if not self.matched:
+            self.matched = [rule.describe(inputs, True) for rule in self.rules]
+        return self.matched
+
 
 def evaluate(
-    offer: OfferSpec,
-    upsell: Eligibility,
-    inputs: VisitorInputs,
-    redeemed: int,
-    complete: bool,
+    offer: OfferSpec, rules: tuple[Rule, ...], inputs: VisitorInputs, complete: bool
 ) -> Verdict:
-    """Run the offer's rules (its schedule, its eligibility, the catalog's upsell rules when it
-    is an upsell, its caps). Stops at the first failing rule unless ``complete``."""
-    verdict = Verdict(offer)
-    checks = [
-        check_schedule(offer.schedule, inputs),
-        check_eligibility(offer.eligibility, inputs),
-        check_caps(offer.id, offer.caps, inputs, redeemed),
-    ]
-    if offer.upsell:
-        checks.insert(2, check_eligibility(upsell, inputs, prefix="upsell: "))
-    for group in checks:
-        for ok, why in group:
-            if ok:
-                verdict.matched.append(why)
-            else:
-                verdict.rejected.append(why)
-                if not complete:
-                    return verdict
+    """Run an offer's rules. Unless ``complete``, stop at the first failing rule and leave
+    the words for the rules that passed unwritten (most offers lose; only the winner's
+    reason needs them)."""
+    verdict = Verdict(offer, rules)
+    for rule in rules:
+        if rule.passes(inputs):
+            if complete:
+                verdict.matched.append(rule.describe(inputs, True))
+        else:
+            verdict.rejected.append(rule.describe(inputs, False))
+            if not complete:
+                break
     return verdict
