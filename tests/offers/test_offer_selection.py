@@ -10,6 +10,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from offerkit import DEFAULT_OFFER, Clock, decide, eventkit, set_profile, start
 
+from jg_offers.plugin import OffersPlugin
+from journeygate import hookimpl
+
 ONE_OFFER = """
 [[offers]]
 id = "x"
@@ -327,3 +330,29 @@ async def test_the_shipped_catalog_answers_to_sentiment(gateway, tmp_path):
     await set_profile(client, "fan-without-orders", sentiment=0.8)
     block = await decide(client, "fan-without-orders")
     assert block["offer"]["id"] == DEFAULT_OFFER
+
+
+class Personas:
+    """Stands in for the personas and sentiment plugins: visitor state for this decision."""
+
+    @hookimpl
+    def journeygate_enrich_visitor(self, context):
+        return {"persona": "frequent bargain hunters", "segments": ["vip"], "sentiment": 0.6}
+
+
+async def test_visitor_state_from_other_plugins_wins_over_the_profile(gateway, tmp_path):
+    catalog = ONE_OFFER.format(
+        rule='personas = ["frequent bargain hunters"]\nsegments = ["vip"]\nsentiment_min = 0.5'
+    )
+    path = tmp_path / "offers.toml"
+    path.write_text(catalog, encoding="utf-8")
+    client = await gateway(
+        extra_plugins=[("personas", Personas()), ("offers", OffersPlugin(Clock()))],
+        plugin={"offers": {"catalog": str(path)}},
+    )
+    await set_profile(client, "v1", persona="high-value, infrequent", sentiment=-0.9)
+    block = await decide(client, "v1")
+    assert block["offer"]["id"] == "x"
+    assert block["offer"]["reason"] == (
+        "priority 0; persona frequent bargain hunters; segment vip; sentiment 0.6 ≥ 0.5"
+    )
