@@ -6,6 +6,7 @@ in-process store as the embedded default when no Redis URL is configured.
 
 from journeygate.store.base import (
     Applied,
+    EventsRejected,
     MergeStart,
     ProfileStore,
     RawVisitor,
@@ -13,4 +14,12 @@ from journeygate.store.base import (
     open_store,
 )
 
-__all__ = ["Applied", "MergeStart", "ProfileStore", "RawVisitor", "StoreUnavailable", "open_store"]
+__all__ = [
+    "Applied",
+    "EventsRejected",
+    "MergeStart",
+    "ProfileStore",
+    "RawVisitor",
+    "StoreUnavailable",
+    "open_store",
+]

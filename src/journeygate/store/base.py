@@ -14,15 +14,22 @@ class StoreUnavailable(RuntimeError):
     """The backing store could not be reached in time."""
 
 
+class EventsRejected(ValueError):
+    """The store refused events because of what they hold (malformed fields), not because it
+    is unavailable: applying them again fails again."""
+
+
 @dataclass(frozen=True, slots=True)
 class Applied:
     """The outcome of applying one visitor's events: a flag per event (False: a duplicate
-    message id, or received before the visitor was erased), or the id the visitor was merged
-    into (nothing was applied; apply the events there)."""
+    message id, or received before the visitor was erased), the id the visitor was merged
+    into (nothing was applied; apply the events there), or why the events were rejected
+    (``error``; nothing was applied)."""
 
     visitor_id: str
     flags: tuple[bool, ...] = ()
     redirect: str | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +95,9 @@ class ProfileStore(Protocol):
 
         A message id already applied to the visitor (within ``events.dedupe_ttl_s``) is
         skipped, so applying the same events again changes nothing; an order id is counted
-        once. A visitor merged into another one is not written: the result redirects.
+        once. A visitor merged into another one is not written: the result redirects. A
+        visitor's events with malformed fields are not written either: the result carries
+        the error, the other visitors' events are applied.
         """
         ...
 

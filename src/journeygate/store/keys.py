@@ -56,6 +56,8 @@ request for that shard (field ``e``: a JSON array).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 PREFIX = "jg"
 
 
@@ -83,16 +85,35 @@ def session_views(visitor_id: str, session_id: str) -> str:
     return visitor_key(visitor_id, "session", session_id, "views")
 
 
-def visitor_prefix(visitor_id: str) -> str:
-    """``jg:{visitor_id}:``, the prefix of every key of one visitor (used by Lua scripts)."""
-    return visitor_key(visitor_id, "")
-
-
 def event_stream(shard: int) -> str:
     return f"{PREFIX}:events:{{shard-{shard}}}"
 
 
-EVENT_KEYS = (
+DEAD_LETTER_STREAM = f"{PREFIX}:events:{{dead-letters}}"
+JOURNEY_TRANSITIONS = f"{PREFIX}:journey:transitions"
+
+
+# The keys of events.lua, in its KEYS order; the per-session prefix (event_session_prefix)
+# follows them.
+EVENT_SCRIPT_KEYS = (
+    "profile",
+    "alias",
+    "erased",
+    "seen",
+    "cart",
+    "esessions",
+    "channels",
+    "consents",
+    "categories",
+    "purchased",
+    "orders",
+    "log",
+)
+# The keys of the erase script, in its KEYS order: what the event worker built (dropped by an
+# erasure and after a merge), then the gateway's own keys and the erasure tombstone; the two
+# per-session prefixes follow them.
+ERASE_SCRIPT_KEYS = (
+    "profile",
     "channels",
     "categories",
     "purchased",
@@ -102,10 +123,32 @@ EVENT_KEYS = (
     "esessions",
     "seen",
     "log",
+    "stages",
+    "views",
+    "sessions",
     "alias",
     "aliases",
+    "erased",
 )
-EVENT_SESSION_KEYS = ("", ":products", ":categories", ":pages", ":searches")
+
+
+def visitor_keys(visitor_id: str, names: Sequence[str]) -> list[str]:
+    return [visitor_key(visitor_id, name) for name in names]
+
+
+def event_session_prefix(visitor_id: str) -> str:
+    """``jg:{v}:es:``: a Lua script that finds session ids itself builds the session keys
+    from this prefix, which it declares in KEYS (same hash tag, same slot)."""
+    return visitor_key(visitor_id, "es", "")
+
+
+def session_prefix(visitor_id: str) -> str:
+    """``jg:{v}:session:``, the gateway's sessions, like :func:`event_session_prefix`."""
+    return visitor_key(visitor_id, "session", "")
+
+
+def stages(visitor_id: str) -> str:
+    return visitor_key(visitor_id, "stages")
 
 
 def event_session(visitor_id: str, session_id: str, part: str = "") -> str:

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from journeygate.config import EventsConfig, StoreConfig
 from journeygate.model import StoredVisitor
@@ -121,13 +121,10 @@ class RedisProfileStore:
         while pending:
             current = pending.pop()
             done.add(current)
-            count, aliases = await self._script(
+            count, aliases = await self._eval(
                 ERASE_SCRIPT,
-                keys.profile(current),
-                keys.visitor_prefix(current),
-                "erase",
-                time.time(),
-                self.events.erasure_ttl_s,
+                self._erase_keys(current),
+                ("erase", time.time(), self.events.erasure_ttl_s),
             )
             removed += int(count)
             pending += [alias for alias in aliases if alias not in done]
@@ -142,8 +139,13 @@ class RedisProfileStore:
             (self._shas[script],) = await self._execute(pipe)
         return self._shas[script]
 
-    async def _script(self, script: str, key: str, *args: Any) -> Any:
-        return await self._eval(script, (key,), args)
+    @staticmethod
+    def _erase_keys(visitor_id: str) -> list[str]:
+        return [
+            *keys.visitor_keys(visitor_id, keys.ERASE_SCRIPT_KEYS),
+            keys.event_session_prefix(visitor_id),
+            keys.session_prefix(visitor_id),
+        ]
 
     async def _eval(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run a cached Lua script with one EVALSHA (loading it when Redis lost it)."""
@@ -194,14 +196,9 @@ class RedisProfileStore:
             sha = await self._sha(EVENTS_SCRIPT, reload=attempt > 0)
             pipe = self.client.pipeline(transaction=False)
             for visitor_id, encoded in payloads:
-                pipe.evalsha(
-                    sha,
-                    1,
-                    keys.profile(visitor_id),
-                    keys.visitor_prefix(visitor_id),
-                    settings,
-                    *encoded,
-                )
+                script_keys = keys.visitor_keys(visitor_id, keys.EVENT_SCRIPT_KEYS)
+                script_keys.append(keys.event_session_prefix(visitor_id))
+                pipe.evalsha(sha, len(script_keys), *script_keys, settings, *encoded)
             try:
                 async with asyncio.timeout(self._timeout):
                     results = await pipe.execute(raise_on_error=False)
@@ -210,10 +207,12 @@ class RedisProfileStore:
             if any(isinstance(result, NoScriptError) for result in results):
                 continue  # applying again is safe: every event is applied once
             for result in results:
-                if isinstance(result, Exception):
+                if isinstance(result, Exception) and not _rejects_events(result):
                     raise StoreUnavailable(f"redis: {result.__class__.__name__}: {result}")
             return [
-                Applied(visitor_id, redirect=result[1:])
+                Applied(visitor_id, error=str(result))
+                if isinstance(result, Exception)
+                else Applied(visitor_id, redirect=result[1:])
                 if result.startswith("@")
                 else Applied(visitor_id, flags=tuple(flag == "1" for flag in result))
                 for (visitor_id, _), result in zip(payloads, results, strict=True)
@@ -231,12 +230,10 @@ class RedisProfileStore:
         return visitor_id
 
     async def begin_merge(self, anonymous_id: str, user_id: str) -> MergeStart:
-        status, value = await self._script(
+        status, value = await self._eval(
             BEGIN_MERGE_SCRIPT,
-            keys.profile(anonymous_id),
-            keys.visitor_prefix(anonymous_id),
-            user_id,
-            self.config.profile_ttl_s,
+            keys.visitor_keys(anonymous_id, ("alias", "log")),
+            (user_id, self.config.profile_ttl_s),
         )
         if status == "conflict":
             return MergeStart(merged_into=value)
@@ -247,9 +244,7 @@ class RedisProfileStore:
         pipe.sadd(keys.visitor_key(user_id, "aliases"), anonymous_id)
         pipe.expire(keys.visitor_key(user_id, "aliases"), self.config.profile_ttl_s)
         await self._execute(pipe)
-        await self._script(
-            ERASE_SCRIPT, keys.profile(anonymous_id), keys.visitor_prefix(anonymous_id), "merged"
-        )
+        await self._eval(ERASE_SCRIPT, self._erase_keys(anonymous_id), ("merged",))
 
     async def load_events_profile(self, visitor_id: str) -> RawVisitor | None:
         """What the worker built for ``visitor_id`` (two round trips), or None."""
@@ -324,6 +319,34 @@ class RedisProfileStore:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+# Errors of Redis itself (out of memory, a failover, a busy script, cluster resharding): the
+# events are fine, the store is not; anything else a script raises is about the events.
+UNAVAILABLE_ERRORS = (
+    "OOM",
+    "READONLY",
+    "BUSY",
+    "LOADING",
+    "MASTERDOWN",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "MISCONF",
+    "NOREPLICAS",
+    "MOVED",
+    "ASK",
+)
+
+
+def _rejects_events(error: Exception) -> bool:
+    """True when the events script failed because of the events it was given."""
+    message = str(error)
+    return (
+        isinstance(error, ResponseError)
+        and not isinstance(error, NoScriptError)
+        and ("INVALIDEVENT" in message or "user_script" in message)
+        and not message.startswith(UNAVAILABLE_ERRORS)
+    )
 
 
 def _cart(raw: Mapping[str, str]) -> dict[str, tuple[int, float | None]]:
