@@ -134,6 +134,33 @@ def dead_letters_command(args: argparse.Namespace, config: AppConfig) -> int:
     return asyncio.run(run())
 
 
+def journey_map_command(args: argparse.Namespace, config: AppConfig) -> int:
+    """``journeygate journey-map``: stage transition counts over the last hours."""
+    import time
+
+    from journeygate.events.journey import journey_map
+    from journeygate.store import StoreUnavailable, open_store
+
+    if config.store_backend != "redis":
+        return _fail("the journey map is read from Redis: set REDIS_URL (or store.redis_url)")
+
+    async def run() -> int:
+        store = open_store(config.store, "redis", config.events)
+        until = time.time()
+        try:
+            found = await journey_map(
+                store, until - args.hours * 3600, until, config.events.transitions_maxlen
+            )
+        except StoreUnavailable as exc:
+            return _fail(str(exc))
+        finally:
+            await store.close()
+        print(found.table())
+        return 0
+
+    return asyncio.run(run())
+
+
 def register(sub: Any) -> None:
     """Add the subcommands to the ``journeygate`` subparsers."""
     from journeygate.events.replay import DEFAULT_BATCH, DEFAULT_URL
@@ -191,3 +218,11 @@ def register(sub: Any) -> None:
         help="put these dead letters back into their stream (ids as listed)",
     )
     dead.set_defaults(handler=dead_letters_command)
+
+    journey = sub.add_parser(
+        "journey-map", help="journey stage transition counts (from -> to) over a time window"
+    )
+    journey.add_argument(
+        "--hours", type=_positive, default=24, help="the last N hours (default 24)"
+    )
+    journey.set_defaults(handler=journey_map_command)

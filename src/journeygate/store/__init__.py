@@ -10,6 +10,7 @@ from journeygate.store.base import (
     MergeStart,
     ProfileStore,
     RawVisitor,
+    StageTransition,
     StoreUnavailable,
     open_store,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "MergeStart",
     "ProfileStore",
     "RawVisitor",
+    "StageTransition",
     "StoreUnavailable",
     "open_store",
 ]

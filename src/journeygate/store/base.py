@@ -42,6 +42,18 @@ class MergeStart:
 
 
 @dataclass(frozen=True, slots=True)
+class StageTransition:
+    """A visitor's journey stage changing (``from_stage`` None: its first stage), at a
+    decision."""
+
+    visitor_id: str
+    from_stage: str | None
+    to_stage: str
+    at: float
+    decision_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class RawVisitor:
     """What the event worker built for one visitor, as stored; ``journeygate.events.profile``
     turns it into the API's profile. Pairs are (member, score), highest score first."""
@@ -118,6 +130,22 @@ class ProfileStore(Protocol):
 
     async def load_events_profile(self, visitor_id: str) -> RawVisitor | None:
         """Everything the event worker built for ``visitor_id`` (not resolved), or None."""
+        ...
+
+    async def record_stage(
+        self, visitor_id: str, stage: str, at: float, decision_id: str
+    ) -> StageTransition | None:
+        """Record the visitor's journey stage when it differs from the stored one: profile
+        fields ``stage`` and ``stage_since``, the visitor's capped stage history, and the
+        global transitions log. A compare-and-set, so decisions racing on one visitor record
+        one transition. Returns it, or None when ``stage`` was already stored."""
+        ...
+
+    async def journey_transitions(
+        self, since: float, until: float, limit: int
+    ) -> list[StageTransition]:
+        """Transitions recorded from ``since`` to ``until`` (epoch seconds, both included),
+        oldest first, at most ``limit`` (the log is trimmed to ``transitions_maxlen``)."""
         ...
 
     async def ping(self) -> bool:

@@ -19,12 +19,19 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from journeygate.config import EventsConfig, StoreConfig
 from journeygate.model import StoredVisitor
 from journeygate.store import keys
-from journeygate.store.base import Applied, MergeStart, RawVisitor, StoreUnavailable
+from journeygate.store.base import (
+    Applied,
+    MergeStart,
+    RawVisitor,
+    StageTransition,
+    StoreUnavailable,
+)
 from journeygate.store.scripts import (
     BEGIN_MERGE_SCRIPT,
     ERASE_SCRIPT,
     EVENTS_SCRIPT,
     LOAD_VISITOR_SCRIPT,
+    STAGE_SCRIPT,
 )
 
 MAX_ALIAS_DEPTH = 4
@@ -309,6 +316,72 @@ class RedisProfileStore:
             aliases=sorted(aliases),
             sessions=sessions,
         )
+
+    async def record_stage(
+        self, visitor_id: str, stage: str, at: float, decision_id: str
+    ) -> StageTransition | None:
+        """The compare-and-set on the visitor's slot, then (only when the stage changed) the
+        entry in the global transitions stream: a second round trip, off the request path."""
+        at = round(at, 3)
+        result = await self._eval(
+            STAGE_SCRIPT,
+            (keys.profile(visitor_id), keys.stages(visitor_id)),
+            (
+                json.dumps(stage),
+                f"{at:.3f}",
+                decision_id,
+                self.events.stage_history_max,
+                self.config.profile_ttl_s,
+            ),
+        )
+        if not result:
+            return None
+        before = json.loads(result[0]) if result[0] else None
+        transition = StageTransition(
+            visitor_id, before if isinstance(before, str) else None, stage, at, decision_id
+        )
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xadd(
+            keys.JOURNEY_TRANSITIONS,
+            {
+                "v": visitor_id,
+                "from": transition.from_stage or "",
+                "to": stage,
+                "at": f"{at:.3f}",
+                "d": decision_id,
+            },
+            maxlen=self.events.transitions_maxlen,
+            approximate=True,
+        )
+        await self._execute(pipe)
+        return transition
+
+    async def journey_transitions(
+        self, since: float, until: float, limit: int
+    ) -> list[StageTransition]:
+        """XRANGE over the stream ids (recording times, in ms), in pages."""
+        transitions: list[StageTransition] = []
+        start, end = str(int(since * 1000)), str(int(until * 1000))
+        while len(transitions) < limit:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xrange(
+                keys.JOURNEY_TRANSITIONS, start, end, count=min(5000, limit - len(transitions))
+            )
+            (page,) = await self._execute(pipe)
+            transitions += [
+                StageTransition(
+                    fields["v"],
+                    fields["from"] or None,
+                    fields["to"],
+                    float(fields["at"]),
+                    fields["d"],
+                )
+                for _, fields in page
+            ]
+            if len(page) < 5000:
+                break
+            start = "(" + page[-1][0]
+        return transitions
 
     async def ping(self) -> bool:
         try:
