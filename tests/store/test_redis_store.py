@@ -55,6 +55,10 @@ async def test_stage_history_is_capped_with_a_ttl_and_erased(redis_url, redis_cl
     for n, stage in enumerate(stages):
         await store.record_stage(visitor_id, stage, 1000.0 + n, f"d{n}")
     history = [json.loads(raw) for raw in redis_client.lrange(keys.stages(visitor_id), 0, -1)]
+    entry_ids = [record.pop("entry") for record in history]
+    assert [redis_client.xrange(keys.JOURNEY_TRANSITIONS, i, i)[0][1]["v"] for i in entry_ids] == [
+        visitor_id
+    ] * 3
     assert history == [
         {"from": "retention", "to": "advocacy", "at": 1004, "decision_id": "d4"},
         {"from": "decision", "to": "retention", "at": 1003, "decision_id": "d3"},
@@ -64,4 +68,6 @@ async def test_stage_history_is_capped_with_a_ttl_and_erased(redis_url, redis_cl
     assert key_slot(keys.stages(visitor_id).encode()) == key_slot(keys.profile(visitor_id).encode())
     await store.delete_visitor(visitor_id)
     assert not redis_client.exists(keys.stages(visitor_id))
+    # the erasure reached the global transitions stream too
+    assert all(not redis_client.xrange(keys.JOURNEY_TRANSITIONS, i, i) for i in entry_ids)
     await store.close()

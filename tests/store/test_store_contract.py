@@ -143,3 +143,13 @@ async def test_journey_transitions_are_read_by_time_window(store, visitor_id):
         t for t in await store.journey_transitions(0, before, 100_000) if t.visitor_id == visitor_id
     ]
     assert len(await store.journey_transitions(before, after, 1)) == 1
+
+
+async def test_erasure_removes_the_visitors_transitions(store, visitor_id):
+    before = time.time() - 1
+    await store.record_stage(visitor_id, "awareness", time.time(), "d1")
+    await store.record_stage(f"{visitor_id}-other", "awareness", time.time(), "d2")
+    await store.delete_visitor(visitor_id)
+    found = {t.visitor_id for t in await store.journey_transitions(before, time.time() + 1, 10**5)}
+    assert visitor_id not in found and f"{visitor_id}-other" in found
+    assert await store.get_profile(visitor_id) is None

@@ -178,6 +178,9 @@ class MemoryProfileStore:
             current = pending.pop()
             done.add(current)
             visitor = self._visitors.pop(current, None)
+            if any(t.visitor_id == current for t in self._transitions):
+                kept = [t for t in self._transitions if t.visitor_id != current]
+                self._transitions = deque(kept, maxlen=self._transitions.maxlen)
             self._erased[current] = (time.time(), self._clock() + self.events.erasure_ttl_s)
             self._erased.move_to_end(current)
             while len(self._erased) > self.config.memory_max_visitors:

@@ -128,6 +128,7 @@ class RedisProfileStore:
         while pending:
             current = pending.pop()
             done.add(current)
+            await self._erase_transitions(current)
             count, aliases = await self._eval(
                 ERASE_SCRIPT,
                 self._erase_keys(current),
@@ -145,6 +146,18 @@ class RedisProfileStore:
             pipe.script_load(script)
             (self._shas[script],) = await self._execute(pipe)
         return self._shas[script]
+
+    async def _erase_transitions(self, visitor_id: str) -> None:
+        """Delete the visitor's entries from the global transitions stream (their ids are in
+        the visitor's stage history)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.lrange(keys.stages(visitor_id), 0, -1)
+        (history,) = await self._execute(pipe)
+        entry_ids = [json.loads(raw).get("entry") for raw in history]
+        if any(entry_ids):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xdel(keys.JOURNEY_TRANSITIONS, *filter(None, entry_ids))
+            await self._execute(pipe)
 
     @staticmethod
     def _erase_keys(visitor_id: str) -> list[str]:
@@ -320,19 +333,14 @@ class RedisProfileStore:
     async def record_stage(
         self, visitor_id: str, stage: str, at: float, decision_id: str
     ) -> StageTransition | None:
-        """The compare-and-set on the visitor's slot, then (only when the stage changed) the
-        entry in the global transitions stream: a second round trip, off the request path."""
+        """The compare-and-set on the visitor's slot; only when the stage changed (a few times
+        in a visitor's life), the entry in the global stream, then the visitor's history entry
+        that remembers the stream entry's id (so that an erasure can delete it)."""
         at = round(at, 3)
         result = await self._eval(
             STAGE_SCRIPT,
-            (keys.profile(visitor_id), keys.stages(visitor_id)),
-            (
-                json.dumps(stage),
-                f"{at:.3f}",
-                decision_id,
-                self.events.stage_history_max,
-                self.config.profile_ttl_s,
-            ),
+            (keys.profile(visitor_id),),
+            (json.dumps(stage), f"{at:.3f}", self.config.profile_ttl_s),
         )
         if not result:
             return None
@@ -353,6 +361,13 @@ class RedisProfileStore:
             maxlen=self.events.transitions_maxlen,
             approximate=True,
         )
+        (entry_id,) = await self._execute(pipe)
+        history = keys.stages(visitor_id)
+        record = {"from": transition.from_stage, "to": stage, "at": at, "decision_id": decision_id}
+        pipe = self.client.pipeline(transaction=False)
+        pipe.lpush(history, json.dumps(record | {"entry": entry_id}))
+        pipe.ltrim(history, 0, self.events.stage_history_max - 1)
+        pipe.expire(history, self.config.profile_ttl_s)
         await self._execute(pipe)
         return transition
 

@@ -54,25 +54,16 @@ drop(unpack(KEYS, 1, 11))
 return {removed, aliases}
 """
 
-# Record a journey stage when it differs from the stored one (a compare-and-set).
-# KEYS: profile, stages (the visitor's history). ARGV: the stage (JSON, as profile fields are
-# stored), the time (JSON number), the decision id, the history cap, the TTL.
-# Returns the stored stage before (JSON; false: none), or {} when nothing changed.
+# Set a journey stage when it differs from the stored one (a compare-and-set, so decisions
+# racing on one visitor record one transition). KEYS: profile. ARGV: the stage (JSON, as
+# profile fields are stored), the time (JSON number), the profile TTL.
+# Returns {stored stage before (JSON; false: none)}, or {} when nothing changed.
 STAGE_SCRIPT = """
 local current = redis.call('HGET', KEYS[1], 'stage')
 if current == ARGV[1] then
   return {}
 end
 redis.call('HSET', KEYS[1], 'stage', ARGV[1], 'stage_since', ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-local ok, before = pcall(cjson.decode, current or 'null')
-redis.call('LPUSH', KEYS[2], cjson.encode({
-  ['from'] = ok and before or cjson.null,
-  to = cjson.decode(ARGV[1]),
-  at = tonumber(ARGV[2]),
-  decision_id = ARGV[3],
-}))
-redis.call('LTRIM', KEYS[2], 0, ARGV[4] - 1)
-redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
 return {current}
 """
