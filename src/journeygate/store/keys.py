@@ -37,7 +37,14 @@ key                                type     bound                       TTL
 ``jg:{v}:alias``                   string   1 (merged into this id)     ``profile_ttl_s``
 ``jg:{v}:aliases``                 set      ids merged into this one    ``profile_ttl_s``
 ``jg:{v}:erased``                  string   1 (erasure time)            ``erasure_ttl_s``
+``jg:{v}:stages``                  list     ``stage_history_max``       ``profile_ttl_s``
 =================================  =======  ==========================  =====================
+
+``stages`` is the visitor's journey stage history, newest first (JSON: ``from``, ``to``,
+``at``, ``decision_id`` and ``entry``, the id of the same transition in
+``jg:journey:transitions``, so that an erasure deletes it there too); the current stage is
+the profile fields ``stage`` and ``stage_since``. The intent plugin writes them through
+``ProfileStore.record_stage``.
 
 ``log`` holds an anonymous visitor's events (only events without a user id), so that an
 identify/alias can replay them into the customer's profile. The two visitors of a merge live
@@ -51,7 +58,32 @@ are Redis Streams, each trimmed to about ``stream_maxlen`` entries. A visitor's 
 go to the shard ``crc32(visitor_id) % stream_shards``, so one visitor's events stay in order
 within one stream; each shard has its own hash tag, so on Redis Cluster the shards spread over
 the nodes and every stream command touches one slot. One entry holds the events of one
-request for that shard (field ``e``: a JSON array).
+request for that shard (field ``e``: a JSON array). Workers trim the entries every consumer
+group has acknowledged, so a stream's length is its backlog (see
+``journeygate.events.streams`` for why trimming never drops an unapplied entry).
+
+Keys of no visitor, each its own slot:
+
+=================================  =======  ==========================  =====================
+key                                type     bound                       TTL
+=================================  =======  ==========================  =====================
+``jg:events:{shard-K}``            stream   ``stream_maxlen``           none (trimmed)
+``jg:events:{dead-letters}``       stream   ``dead_letter_maxlen``      none (trimmed)
+``jg:journey:transitions``         stream   ``transitions_maxlen``      none (trimmed)
+=================================  =======  ==========================  =====================
+
+``jg:events:{dead-letters}``: entries the workers gave up on after ``max_deliveries``
+deliveries; fields ``stream`` and ``id`` (where it was), ``error``, ``deliveries``,
+``consumer``, ``at`` and ``e`` (the original payload). ``journeygate dead-letters`` lists
+and requeues them. ``jg:journey:transitions``: one entry per journey stage transition,
+fields ``v`` (visitor id), ``from`` (empty: the visitor's first stage), ``to``, ``at`` and
+``d`` (decision id); the entry id is the recording time, so a time window is an XRANGE.
+
+Lua scripts declare every key they touch in KEYS. Session keys are the exception that
+proves the rule: their ids are only known inside the script (found in ``esessions`` or
+``sessions``), so the scripts declare the session prefix (``jg:{v}:es:``,
+``jg:{v}:session:``) and build each session key from it; the prefix carries the visitor's
+hash tag, so every such key is in the declared slot.
 """
 
 from __future__ import annotations
