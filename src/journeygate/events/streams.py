@@ -30,7 +30,9 @@ A poison entry (one whose events cannot be applied for a reason other than Redis
 unavailable) stays pending, is delivered again after ``claim_idle_ms``, and once delivered
 ``max_deliveries`` times goes to the dead-letter stream ``jg:events:{dead-letters}`` (with
 the error, its stream and id) and is acknowledged; ``journeygate dead-letters`` lists and
-requeues them.
+requeues them. Until then it is the oldest entry its group needs, so trimming stops at it
+for up to ``claim_idle_ms * (max_deliveries - 1)``: ``stream_maxlen`` should hold that many
+minutes of traffic below the high-water mark, or ingestion pauses (503) meanwhile.
 """
 
 from __future__ import annotations
