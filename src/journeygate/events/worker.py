@@ -222,7 +222,12 @@ async def serve(
     try:
         await worker.run(stop)
     finally:
-        log.info("worker %s stopping after %d events applied", worker.consumer, worker.applied)
+        log.info(
+            "worker %s stopping after %d events applied, %d entries dead-lettered",
+            worker.consumer,
+            worker.applied,
+            worker.dead_lettered,
+        )
         await _stop_plugins(pm)
         await streams.close()
         await store.close()
