@@ -108,6 +108,10 @@ async def test_a_segment_library_retries_through_backpressure(gateway, make_conf
         )
     ).status == 200:
         n += 1
+    track = {"userId": "c-busy", "event": "Product Viewed", "properties": {"product_id": "P"}}
+    response = await gw.post("/v1/track", json=track, headers=basic())
+    assert response.status == 503 and response.headers["Retry-After"] == "2"
+    assert (await response.json())["error"]["code"] == "backpressure"
     order = {"order_id": "A", "revenue": 5}
     calls = [("track", {"user_id": "c-busy", "event": "Order Completed", "properties": order})]
     errors = []
