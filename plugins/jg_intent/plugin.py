@@ -3,10 +3,16 @@
 ``journeygate_enrich_visitor`` is synchronous and does no I/O: it reads the stored profile
 aggregates and session the pipeline already loaded, and the request's page and cart. Rules
 and weights live in :mod:`jg_intent.rules`; settings come from ``[plugin.intent]``.
+
+``journeygate_observe_decision`` (after the answer was sent) records a stage transition
+when the decision's stage differs from the one stored on the profile, through the profile
+store (``ProfileStore.record_stage``): no round trip at all while the stage stays the same.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from typing import Any
 
@@ -20,7 +26,8 @@ from jg_intent.rules import (
 from journeygate import hookimpl
 from journeygate.catalog import Catalog
 from journeygate.config import AppConfig
-from journeygate.model import DecisionContext
+from journeygate.model import Block, DecisionContext
+from journeygate.store import ProfileStore
 
 
 class IntentPlugin:
@@ -28,14 +35,37 @@ class IntentPlugin:
 
     def __init__(self) -> None:
         self.settings = IntentSettings()
+        self.store: ProfileStore | None = None
 
     @hookimpl
-    def journeygate_startup(self, config: AppConfig, catalog: Catalog, executor: Executor) -> None:
+    def journeygate_startup(
+        self, config: AppConfig, catalog: Catalog, executor: Executor, store: ProfileStore
+    ) -> None:
         self.settings = IntentSettings.from_mapping(config.plugin_config(PLUGIN_NAME).settings)
+        self.store = store
 
     @hookimpl
     def journeygate_enrich_visitor(self, context: DecisionContext) -> dict[str, Any]:
         return evaluate(self.settings, context)
+
+    @hookimpl
+    async def journeygate_observe_decision(
+        self, context: DecisionContext, blocks: Sequence[Block]
+    ) -> None:
+        """Record the stage transition, if the decision's stage is new for the visitor."""
+        stage = context.visitor.stage
+        stored = context.stored
+        if (
+            self.store is None
+            or stage is None
+            or not context.request.track
+            or not stored.store_available  # the stored stage is unknown, not absent
+            or stored.profile.get("stage") == stage
+        ):
+            return
+        await self.store.record_stage(
+            stored.profile_id or context.visitor_id, stage, time.time(), context.decision_id
+        )
 
 
 def evaluate(settings: IntentSettings, context: DecisionContext) -> dict[str, Any]:

@@ -87,6 +87,16 @@ class EventsConfig:
     dedupe_max: int = 5000
     anonymous_log_max: int = 200
     erasure_ttl_s: int = 7 * 24 * 3600
+    # backpressure and dead letters (see journeygate.events.streams)
+    backlog_high_water_pct: int = 50
+    backlog_refresh_ms: int = 250
+    backpressure_retry_after_s: int = 2
+    trim_interval_ms: int = 1000
+    max_deliveries: int = 3
+    dead_letter_maxlen: int = 10_000
+    # journey stage transitions (recorded by the intent plugin)
+    stage_history_max: int = 20
+    transitions_maxlen: int = 100_000
 
 
 @dataclass(frozen=True)
@@ -322,6 +332,12 @@ def _validate(config: AppConfig) -> None:
         raise ConfigError("experiments.bandit_draws: must be at least 100")
     if not 0 <= config.experiments.bandit_min_propensity < 0.5:
         raise ConfigError("experiments.bandit_min_propensity: must be in [0, 0.5)")
+    if not 1 <= config.events.backlog_high_water_pct <= 90:
+        # above 90% the margin before MAXLEN trimming is too thin for requests in flight
+        raise ConfigError("events.backlog_high_water_pct: must be between 1 and 90")
+    for name in ("max_deliveries", "dead_letter_maxlen", "stage_history_max", "transitions_maxlen"):
+        if getattr(config.events, name) < 1:
+            raise ConfigError(f"events.{name}: must be at least 1")
 
 
 def load_config(

@@ -76,3 +76,9 @@ class UnsupportedMediaType(GatewayError):
 class ServiceUnavailable(GatewayError):
     status = 503
     code = "unavailable"
+
+
+class Overloaded(ServiceUnavailable):
+    """The workers are behind: ingestion refuses until they catch up."""
+
+    code = "backpressure"

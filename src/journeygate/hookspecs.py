@@ -153,9 +153,13 @@ def journeygate_choose_offer(
     call order; the built-in fallback answers with the configured default offer.
 
     :param context: the enriched decision context.
-    :param slot: the offer slot.
+    :param slot: the offer slot (``slot.params`` may carry an experiment's choices).
     :returns: an :class:`~journeygate.model.Offer`, or None to let the next plugin answer.
-        *First non-None result wins.* May be async.
+        *First non-None result wins.* May be async. ``Offer.nothing(reason)`` answers the
+        slot with an empty block (empty HTML, no template rendered, no fallback asked). What
+        the offer's ``explain`` mapping holds (the alternatives considered, why each lost) is
+        shown in the decision's explain trace when the request asked for it, as
+        ``{"hook": "choose_offer", "slot": ..., "explanations": {PLUGIN: explain}}``.
     """
 
 

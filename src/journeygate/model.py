@@ -101,6 +101,10 @@ class StoredVisitor:
     session_views: tuple[str, ...] = ()
     session_pages: int = 0
     store_available: bool = True
+    # Consents the event worker recorded (``marketing_email``, ``marketing_sms``,
+    # ``personalization``): the latest answer of each, True when granted. A consent never
+    # given is absent.
+    consents: Mapping[str, bool] = field(default_factory=_empty)
     # The profile this visitor's history lives in: another id once an anonymous visitor was
     # merged into a customer (identify/alias), else None (the visitor's own).
     profile_id: str | None = None
@@ -160,7 +164,12 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class Offer:
-    """An offer or content banner chosen for an offer slot."""
+    """An offer or content banner chosen for an offer slot.
+
+    ``explain`` is what the choosing plugin wants the decision's explain trace to show (the
+    alternatives it considered); it is not part of the offer sent to the page. A ``hidden``
+    offer (see :meth:`nothing`) answers the slot with an empty block.
+    """
 
     id: str
     title: str
@@ -169,9 +178,17 @@ class Offer:
     cta_url: str | None = None
     reason: str | None = None
     data: Mapping[str, Any] = field(default_factory=_empty)
+    hidden: bool = False
+    explain: Mapping[str, Any] = field(default_factory=_empty)
+
+    @classmethod
+    def nothing(cls, reason: str, explain: Mapping[str, Any] = EMPTY) -> Offer:
+        """An answer that shows nothing: the slot is filled (no other plugin or fallback is
+        asked) and its HTML is empty."""
+        return cls(id="", title="", reason=reason, hidden=True, explain=explain)
 
     def as_json(self) -> dict[str, Any]:
-        body = {
+        body: dict[str, Any] = {
             "id": self.id,
             "title": self.title,
             "body": self.body,
@@ -180,6 +197,8 @@ class Offer:
         }
         if self.reason:
             body["reason"] = self.reason
+        if self.hidden:
+            body["hidden"] = True
         body.update(self.data)
         return body
 

@@ -128,6 +128,10 @@ def schemas(config: AppConfig) -> dict[str, Any]:
                 "cta_label": NULLABLE_STRING,
                 "cta_url": NULLABLE_STRING,
                 "reason": {"type": "string"},
+                "hidden": {
+                    "type": "boolean",
+                    "description": "True when the slot is deliberately left empty (no HTML).",
+                },
             },
         },
         "Block": {

@@ -446,6 +446,14 @@ class Pipeline:
                 deadline=deadline,
             )
             block = Block(slot=slot, source=plugin or FALLBACK_PLUGIN, offer=offer)
+            if trace is not None and offer is not None and offer.explain:
+                trace.append(
+                    {
+                        "hook": "choose_offer",
+                        "slot": slot.id,
+                        "explanations": {block.source: dict(offer.explain)},
+                    }
+                )
         else:
             items, plugin, failures = await self.call_first(
                 "journeygate_candidates",
@@ -463,6 +471,8 @@ class Pipeline:
                 block.fallback_reason = "; ".join(failures)
                 self.metrics.fallback_blocks.labels(slot.kind).inc()
         await self._postprocess(context, block, trace)
+        if block.offer is not None and block.offer.hidden:
+            return block  # a slot answered with nothing to show: no HTML
         html, _, _ = await self.call_first(
             "journeygate_render_block",
             {"context": context, "block": block, "renderer": self.renderer},

@@ -248,6 +248,48 @@ async def test_offer_plugin_or_default_offer(gateway):
     assert "fallback_reason" not in body["blocks"][0]
 
 
+class QuietOffer:
+    """Leaves the hero slot empty on the cart page, and says what it considered."""
+
+    @hookimpl
+    def journeygate_choose_offer(self, context, slot):
+        considered = {"considered": ["bundle-10"], "why": "nothing upsells on the cart page"}
+        if context.context.page.type == "cart":
+            return Offer.nothing("cart page", explain=considered)
+        return Offer(id="bundle-10", title="10% off bundles", explain=considered)
+
+
+async def test_an_offer_can_hide_its_slot_and_explain_its_choice(gateway):
+    client = await gateway(extra_plugins=[("quiet", QuietOffer())])
+    slot = {"id": "hero", "kind": "offer"}
+    body = await decide(client, decide_body(slot, context={"page": {"type": "cart"}}))
+    (block,) = body["blocks"]
+    assert block["source"] == "quiet" and block["html"] == ""
+    assert block["offer"] == {
+        "id": "",
+        "title": "",
+        "body": "",
+        "cta_label": None,
+        "cta_url": None,
+        "reason": "cart page",
+        "hidden": True,
+    }
+    assert not [c for c in body["explain"]["calls"] if c["hook"] == "render_block"]
+    (explained,) = [c for c in body["explain"]["calls"] if "explanations" in c]
+    assert explained == {
+        "hook": "choose_offer",
+        "slot": "hero",
+        "explanations": {
+            "quiet": {"considered": ["bundle-10"], "why": "nothing upsells on the cart page"}
+        },
+    }
+    body = await decide(client, decide_body(slot, explain=False))
+    assert "explain" not in body and body["blocks"][0]["offer"]["id"] == "bundle-10"
+    assert body["blocks"][0]["html"]
+    response = await client.get("/v1/blocks/hero?kind=offer&page_type=cart&visitor_id=v-esi")
+    assert response.status == 200 and await response.text() == ""
+
+
 class Badger:
     @hookimpl
     async def journeygate_postprocess_block(self, block):

@@ -19,13 +19,13 @@ def url(redis_url):
     return fresh_redis_url(redis_url)
 
 
-def send_with_library(host, write_key, calls, errors=None):
+def send_with_library(host, write_key, calls, errors=None, max_retries=1):
     """Run the Segment client (threads, blocking HTTP) and wait until it delivered."""
     client = Client(
         write_key,
         host=host,
         upload_interval=0.05,
-        max_retries=1,
+        max_retries=max_retries,
         on_error=(lambda error, batch: errors.append(error)) if errors is not None else None,
     )
     for method, kwargs in calls:

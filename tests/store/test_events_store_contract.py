@@ -169,6 +169,9 @@ async def test_consents_latest_by_event_time(store, visitor_id):
     consents = (await profile(store, visitor_id))["consents"]
     assert consents["marketing_email"]["granted"] is False
     assert consents["personalization"]["granted"] is True
+    # The decide pipeline reads them with the profile, in the same round trip.
+    state = await store.load_visitor(visitor_id, None)
+    assert state.consents == {"marketing_email": False, "personalization": True}
 
 
 async def test_preferences_are_capped(store, visitor_id):

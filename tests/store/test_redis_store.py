@@ -1,9 +1,11 @@
 """Redis-specific guarantees: bounded keys, one hash slot per visitor, failure as an error."""
 
+import json
+
 import pytest
 from redis.crc import key_slot
 
-from journeygate.config import StoreConfig
+from journeygate.config import EventsConfig, StoreConfig
 from journeygate.store import StoreUnavailable, keys, open_store
 
 
@@ -43,4 +45,29 @@ async def test_unreachable_redis_raises_store_unavailable_quickly():
     with pytest.raises(StoreUnavailable):
         await store.load_visitor("v1", "s1", page_view="A")
     assert await store.ping() is False
+    await store.close()
+
+
+async def test_stage_history_is_capped_with_a_ttl_and_erased(redis_url, redis_client, visitor_id):
+    events = EventsConfig(stage_history_max=3)
+    store = open_store(StoreConfig(redis_url=redis_url), "redis", events)
+    stages = ["awareness", "consideration", "decision", "retention", "advocacy"]
+    for n, stage in enumerate(stages):
+        await store.record_stage(visitor_id, stage, 1000.0 + n, f"d{n}")
+    history = [json.loads(raw) for raw in redis_client.lrange(keys.stages(visitor_id), 0, -1)]
+    entry_ids = [record.pop("entry") for record in history]
+    assert [redis_client.xrange(keys.JOURNEY_TRANSITIONS, i, i)[0][1]["v"] for i in entry_ids] == [
+        visitor_id
+    ] * 3
+    assert history == [
+        {"from": "retention", "to": "advocacy", "at": 1004, "decision_id": "d4"},
+        {"from": "decision", "to": "retention", "at": 1003, "decision_id": "d3"},
+        {"from": "consideration", "to": "decision", "at": 1002, "decision_id": "d2"},
+    ]
+    assert redis_client.ttl(keys.stages(visitor_id)) > 0
+    assert key_slot(keys.stages(visitor_id).encode()) == key_slot(keys.profile(visitor_id).encode())
+    await store.delete_visitor(visitor_id)
+    assert not redis_client.exists(keys.stages(visitor_id))
+    # the erasure reached the global transitions stream too
+    assert all(not redis_client.xrange(keys.JOURNEY_TRANSITIONS, i, i) for i in entry_ids)
     await store.close()

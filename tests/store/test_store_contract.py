@@ -1,12 +1,13 @@
 """One contract, two stores: every test here runs against Redis and the in-process store."""
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 
 from journeygate.config import StoreConfig
-from journeygate.store import ProfileStore, open_store
+from journeygate.store import ProfileStore, StageTransition, open_store
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -99,3 +100,56 @@ async def test_a_merged_visitor_is_answered_from_the_customer_profile(store, vis
     assert after.recent_views == ("P1",) and after.profile_id is None
     own = await store.load_visitor(f"{visitor_id}-other", None)
     assert own.profile_id is None
+
+
+async def test_a_stage_is_recorded_only_when_it_changes(store, visitor_id):
+    started = round(time.time(), 3)
+    first = await store.record_stage(visitor_id, "awareness", started, "d1")
+    assert first == StageTransition(visitor_id, None, "awareness", started, "d1")
+    assert await store.record_stage(visitor_id, "awareness", started + 1, "d2") is None
+    second = await store.record_stage(visitor_id, "decision", started + 2, "d3")
+    assert (second.from_stage, second.to_stage, second.decision_id) == (
+        "awareness",
+        "decision",
+        "d3",
+    )
+    profile = await store.get_profile(visitor_id)
+    assert profile["stage"] == "decision"
+    assert profile["stage_since"] == pytest.approx(started + 2, abs=0.001)
+    # the decide pipeline reads the stored stage back with the profile
+    assert (await store.load_visitor(visitor_id, None)).profile["stage"] == "decision"
+
+
+async def test_concurrent_decisions_record_one_transition(store, visitor_id):
+    at = time.time()
+    results = await asyncio.gather(
+        *(store.record_stage(visitor_id, "consideration", at, f"d{n}") for n in range(8))
+    )
+    assert sum(result is not None for result in results) == 1
+
+
+async def test_journey_transitions_are_read_by_time_window(store, visitor_id):
+    before = time.time() - 1
+    await store.record_stage(visitor_id, "awareness", time.time(), "d1")
+    await store.record_stage(visitor_id, "consideration", time.time(), "d2")
+    after = time.time() + 1
+    mine = [
+        (t.from_stage, t.to_stage, t.decision_id)
+        for t in await store.journey_transitions(before, after, 100_000)
+        if t.visitor_id == visitor_id
+    ]
+    assert mine == [(None, "awareness", "d1"), ("awareness", "consideration", "d2")]
+    assert not [
+        t for t in await store.journey_transitions(0, before, 100_000) if t.visitor_id == visitor_id
+    ]
+    assert len(await store.journey_transitions(before, after, 1)) == 1
+
+
+async def test_erasure_removes_the_visitors_transitions(store, visitor_id):
+    before = time.time() - 1
+    await store.record_stage(visitor_id, "awareness", time.time(), "d1")
+    await store.record_stage(f"{visitor_id}-other", "awareness", time.time(), "d2")
+    await store.delete_visitor(visitor_id)
+    found = {t.visitor_id for t in await store.journey_transitions(before, time.time() + 1, 10**5)}
+    assert visitor_id not in found and f"{visitor_id}-other" in found
+    assert await store.get_profile(visitor_id) is None

@@ -16,6 +16,19 @@ from journeygate.model import Candidate, DecisionContext, Offer, SlotRequest
 STRATEGY = "popular"
 
 
+def default_offer(config: AppConfig, reason: str) -> Offer:
+    """The ``[fallback.default_offer]`` of the config, for plugins that answer with it too."""
+    offer = config.fallback.default_offer
+    return Offer(
+        id=offer.id,
+        title=offer.title,
+        body=offer.body,
+        cta_label=offer.cta_label,
+        cta_url=offer.cta_url,
+        reason=reason,
+    )
+
+
 class FallbackPlugin:
     """Answers from catalog popularity, preferring the category the page is about."""
 
@@ -26,15 +39,7 @@ class FallbackPlugin:
     @hookimpl
     def journeygate_startup(self, config: AppConfig, catalog: Catalog) -> None:
         self.catalog = catalog
-        offer = config.fallback.default_offer
-        self.default_offer = Offer(
-            id=offer.id,
-            title=offer.title,
-            body=offer.body,
-            cta_label=offer.cta_label,
-            cta_url=offer.cta_url,
-            reason="default offer",
-        )
+        self.default_offer = default_offer(config, "default offer")
 
     @hookimpl
     def journeygate_slot_strategies(self) -> Sequence[str]:

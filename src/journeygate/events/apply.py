@@ -15,7 +15,7 @@ import pluggy
 from journeygate.config import AppConfig
 from journeygate.events.schema import Event
 from journeygate.experiments.attribution import Attribution
-from journeygate.store import ProfileStore, StoreUnavailable
+from journeygate.store import EventsRejected, ProfileStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,8 @@ class Applier:
     async def apply(self, events: Sequence[Mapping[str, Any]]) -> int:
         """Apply ``events``, let observers see those applied now (not duplicates), and return
         how many were applied. Safe to call again with the same events: nothing is applied
-        twice."""
+        twice. Raises ``EventsRejected`` when the store rejected some visitor's events, after
+        the others were applied and observed."""
         for event in events:
             anonymous, user = event.get("a"), event.get("u")
             if event["k"] in MERGE_KINDS and anonymous and user and anonymous != user:
@@ -47,7 +48,8 @@ class Applier:
         for event in events:
             groups.setdefault(event["v"], []).append(event)
         batches = [(visitor_id, sorted(group, key=_time)) for visitor_id, group in groups.items()]
-        applied = await self._apply(batches)
+        rejected: list[str] = []
+        applied = await self._apply(batches, rejected)
         if applied and self.attribution is not None:
             await self._attribute([event for event, _ in applied])
         if applied and self.pm is not None and self._observers():
@@ -55,13 +57,16 @@ class Applier:
             position = {id(event): index for index, event in enumerate(events)}
             applied.sort(key=lambda pair: position[id(pair[0])])
             await self.observe([Event.from_internal(event, into) for event, into in applied])
+        if rejected:
+            raise EventsRejected("; ".join(rejected))
         return len(applied)
 
     async def _apply(
-        self, batches: list[tuple[str, list[Mapping[str, Any]]]]
+        self, batches: list[tuple[str, list[Mapping[str, Any]]]], rejected: list[str] | None = None
     ) -> list[tuple[Mapping[str, Any], str]]:
         """Apply, following redirects to merged profiles: (event, profile it was applied to)
-        for every event applied now."""
+        for every event applied now; why a visitor's events were rejected goes to
+        ``rejected`` (or raises ``EventsRejected`` without a list)."""
         applied: list[tuple[Mapping[str, Any], str]] = []
         for _ in range(MAX_REDIRECTS + 1):
             if not batches:
@@ -72,6 +77,11 @@ class Applier:
             ):
                 if result.redirect is not None:
                     redirected.append((result.redirect, group))
+                    continue
+                if result.error is not None:
+                    if rejected is None:
+                        raise EventsRejected(f"{result.visitor_id}: {result.error}")
+                    rejected.append(f"{result.visitor_id}: {result.error}")
                     continue
                 applied += [
                     (event, result.visitor_id)

@@ -1,4 +1,5 @@
-"""The ``replay`` and ``convert-retail`` subcommands (registered by ``journeygate.cli``).
+"""The ``replay``, ``convert-retail`` and ``dead-letters`` subcommands (registered by
+``journeygate.cli``).
 
 Both end with a one-line message and exit status 2 on bad input, never a traceback.
 """
@@ -100,8 +101,68 @@ def convert_retail_command(args: argparse.Namespace, config: AppConfig) -> int:
     return 0
 
 
+def dead_letters_command(args: argparse.Namespace, config: AppConfig) -> int:
+    """``journeygate dead-letters``: list the newest dead letters, or requeue some."""
+    from journeygate.events.streams import EventStreams
+    from journeygate.store import StoreUnavailable
+
+    if config.store_backend != "redis":
+        return _fail("dead letters live in Redis: set REDIS_URL (or store.redis_url)")
+
+    async def run() -> int:
+        streams = EventStreams(config.store.redis_url, config.events, 5.0)
+        try:
+            if args.requeue:
+                requeued = await streams.requeue(args.requeue)
+                for dead_letter_id in args.requeue:
+                    state = "requeued" if dead_letter_id in requeued else "not found"
+                    print(f"{dead_letter_id}\t{state}")
+                return 0 if len(requeued) == len(args.requeue) else 1
+            letters = await streams.dead_letters(args.count)
+            for letter in letters:
+                print(
+                    f"{letter.dead_letter_id}\t{letter.stream} {letter.entry_id}\t"
+                    f"deliveries={letter.deliveries}\t{letter.error}"
+                )
+            print(f"{len(letters)} dead letter(s) shown", file=sys.stderr)
+            return 0
+        except StoreUnavailable as exc:
+            return _fail(str(exc))
+        finally:
+            await streams.close()
+
+    return asyncio.run(run())
+
+
+def journey_map_command(args: argparse.Namespace, config: AppConfig) -> int:
+    """``journeygate journey-map``: stage transition counts over the last hours."""
+    import time
+
+    from journeygate.events.journey import journey_map
+    from journeygate.store import StoreUnavailable, open_store
+
+    if config.store_backend != "redis":
+        return _fail("the journey map is read from Redis: set REDIS_URL (or store.redis_url)")
+
+    async def run() -> int:
+        store = open_store(config.store, "redis", config.events)
+        until = time.time()
+        try:
+            found = await journey_map(
+                store, until - args.hours * 3600, until, config.events.transitions_maxlen
+            )
+        except StoreUnavailable as exc:
+            return _fail(str(exc))
+        finally:
+            await store.close()
+        print(found.table())
+        return 0
+
+    return asyncio.run(run())
+
+
 def register(sub: Any) -> None:
-    """Add both subcommands to the ``journeygate`` subparsers."""
+    """Add the subcommands to the ``journeygate`` subparsers."""
     from journeygate.events.replay import DEFAULT_BATCH, DEFAULT_URL
 
     replay = sub.add_parser(
@@ -142,3 +203,26 @@ def register(sub: Any) -> None:
     )
     convert.add_argument("--since", type=_date, help="only invoices from this date (YYYY-MM-DD)")
     convert.set_defaults(handler=convert_retail_command)
+
+    dead = sub.add_parser(
+        "dead-letters",
+        help="list the event stream entries the workers gave up on, or requeue them",
+    )
+    dead.add_argument(
+        "--count", type=_positive, default=20, help="newest N dead letters (default 20)"
+    )
+    dead.add_argument(
+        "--requeue",
+        nargs="+",
+        metavar="ID",
+        help="put these dead letters back into their stream (ids as listed)",
+    )
+    dead.set_defaults(handler=dead_letters_command)
+
+    journey = sub.add_parser(
+        "journey-map", help="journey stage transition counts (from -> to) over a time window"
+    )
+    journey.add_argument(
+        "--hours", type=_positive, default=24, help="the last N hours (default 24)"
+    )
+    journey.set_defaults(handler=journey_map_command)

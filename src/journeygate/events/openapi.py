@@ -292,6 +292,34 @@ def event_schemas(config: AppConfig) -> dict[str, Any]:
                 "erased": {"type": "boolean", "description": "Whether anything was stored."},
             },
         },
+        "JourneyMap": {
+            "type": "object",
+            "required": ["since", "until", "total", "truncated", "transitions"],
+            "properties": {
+                "since": {"type": "number"},
+                "until": {"type": "number"},
+                "total": COUNT,
+                "truncated": {
+                    "type": "boolean",
+                    "description": "More transitions in the window than events.transitions_maxlen.",
+                },
+                "transitions": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["from", "to", "count"],
+                        "properties": {
+                            "from": {
+                                "type": ["string", "null"],
+                                "description": "null: the visitor's first recorded stage.",
+                            },
+                            "to": {"type": "string"},
+                            "count": COUNT,
+                        },
+                    },
+                },
+            },
+        },
     }
 
 
@@ -309,7 +337,11 @@ def _ingest(operation: str, summary: str, body: str, description: str) -> dict[s
                 "401": error_body("Missing or wrong write key."),
                 "413": error_body("The body is larger than events.max_body_bytes."),
                 "415": error_body("The body is not JSON."),
-                "503": error_body("Events cannot be stored now (Redis down); retry later."),
+                "503": error_body(
+                    "Nothing was accepted; retry after the Retry-After header's seconds: "
+                    "Redis is down (code `unavailable`) or the workers are behind and the "
+                    "backlog passed events.backlog_high_water_pct (code `backpressure`)."
+                ),
             },
         }
     }
@@ -373,5 +405,32 @@ def event_paths() -> dict[str, Any]:
                 "503": error_body("The profile store is not reachable."),
             },
         },
+    }
+    window = [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "description": description,
+            "schema": {"type": "number", "minimum": 0},
+        }
+        for name, description in (
+            ("since", "Epoch seconds (default: 24 hours before until)."),
+            ("until", "Epoch seconds (default: now)."),
+        )
+    ]
+    paths["/v1/journey/transitions"] = {
+        "get": {
+            "operationId": "journeyTransitions",
+            "summary": "Journey stage transition counts (from -> to) over a time window.",
+            "security": [{"apiKey": []}],
+            "parameters": window,
+            "responses": {
+                "200": json_body(ref("JourneyMap"), "Counts, most frequent first."),
+                "400": error_body("since or until is not a time, or since is after until."),
+                "401": error_body("Missing or wrong API key."),
+                "503": error_body("The profile store is not reachable."),
+            },
+        }
     }
     return paths

@@ -6,13 +6,41 @@ one entry per shard it touches, all added in one pipelined round trip, each stre
 with ``MAXLEN ~ events.stream_maxlen``. Workers share the consumer group
 ``events.consumer_group`` of every shard; stream commands touch one stream each, so the same
 code runs on Redis Cluster.
+
+Why trimming never drops an entry a worker has not acknowledged, in normal operation:
+
+1. Workers trim what every consumer group is done with: ``TRIM_SCRIPT`` runs every
+   ``trim_interval_ms`` and trims each stream with ``XTRIM MINID ~`` up to the oldest entry
+   any group still needs (its oldest pending entry, or the last one delivered to it). So a
+   stream's length is its backlog: entries not yet delivered or not yet acknowledged, plus
+   less than one radix-tree node of acknowledged ones (``~``), and nothing else.
+2. Ingestion refuses (:class:`Backpressure`, HTTP 503 ``backpressure`` with Retry-After)
+   while a shard the request touches holds ``backlog_high_water_pct`` % of ``stream_maxlen``
+   entries or more. The length is read with ``XLEN`` in the same pipeline as every ``XADD``
+   (no extra round trip), and re-read at most every ``backlog_refresh_ms`` while refusing, so
+   ingestion resumes once the workers caught up.
+3. ``MAXLEN ~ stream_maxlen`` removes entries only while a stream is longer than
+   ``stream_maxlen`` (``~`` never cuts below it). A stream stops growing at the high-water
+   mark, overshooting it only by the requests in flight when it was reached (one entry per
+   request and shard), far less than the margin up to ``stream_maxlen`` (at least 10 %).
+   MAXLEN trimming therefore never reaches a backlog entry; it stays as the hard bound on
+   memory for what the workers cannot help: another consumer group stuck forever, say.
+
+A poison entry (one whose events cannot be applied for a reason other than Redis being
+unavailable) stays pending, is delivered again after ``claim_idle_ms``, and once delivered
+``max_deliveries`` times goes to the dead-letter stream ``jg:events:{dead-letters}`` (with
+the error, its stream and id) and is acknowledged; ``journeygate dead-letters`` lists and
+requeues them. Until then it is the oldest entry its group needs, so trimming stops at it
+for up to ``claim_idle_ms * (max_deliveries - 1)``: ``stream_maxlen`` should hold that many
+minutes of traffic below the high-water mark, or ingestion pauses (503) meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,14 +51,100 @@ from redis.exceptions import RedisError, ResponseError
 from journeygate.config import EventsConfig
 from journeygate.store import StoreUnavailable, keys
 
+# Trim one stream up to the oldest entry any consumer group still needs (see the module
+# docstring). Atomic, so a group created meanwhile cannot lose entries. KEYS[1]: the stream.
+TRIM_SCRIPT = """
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return {tonumber(ms), tonumber(seq)}
+end
+local function older(a, b)
+  return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2])
+end
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+local oldest, oldest_id = nil, nil
+for _, group in ipairs(groups) do
+  local info = {}
+  for i = 1, #group, 2 do
+    info[group[i]] = group[i + 1]
+  end
+  local needed_id = info['last-delivered-id']
+  if info['pending'] > 0 then
+    local first = redis.call('XPENDING', KEYS[1], info['name'])[2]
+    if older(parse(first), parse(needed_id)) then
+      needed_id = first
+    end
+  end
+  if not oldest or older(parse(needed_id), oldest) then
+    oldest, oldest_id = parse(needed_id), needed_id
+  end
+end
+if not oldest_id then
+  return 0
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', '~', oldest_id)
+"""
+
+# Fields every event in a stream entry has (journeygate.events.schema), with their types.
+EVENT_FIELDS: Mapping[str, type | tuple[type, ...]] = {
+    "id": str,
+    "k": str,
+    "v": str,
+    "c": str,
+    "t": (int, float),
+    "r": (int, float),
+}
+
+
+class Backpressure(Exception):
+    """Events refused because a stream shard's backlog passed the high-water mark."""
+
+    def __init__(self, stream: str, backlog: int, high_water: int) -> None:
+        super().__init__(f"{stream} holds {backlog} entries (high-water mark {high_water})")
+        self.stream = stream
+
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One stream entry read by a worker: the events of one request for one shard."""
+    """One stream entry read by a worker: the events of one request for one shard, or the
+    reason its payload is unreadable (``error``; then ``events`` is empty)."""
 
     stream: str
     entry_id: bytes
     events: list[dict[str, Any]]
+    payload: bytes
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An entry moved to the dead-letter stream."""
+
+    dead_letter_id: str
+    stream: str
+    entry_id: str
+    error: str
+    deliveries: int
+    consumer: str
+    at: float
+    payload: bytes
+
+
+def decode_entry(stream: str, entry_id: bytes, payload: bytes) -> Entry:
+    """The entry's events, or an entry carrying why they cannot be read."""
+    try:
+        events = orjson.loads(payload)
+        if not isinstance(events, list):
+            raise ValueError("the payload is not a JSON array")
+        for index, event in enumerate(events):
+            if not isinstance(event, dict):
+                raise ValueError(f"event {index} is not an object")
+            for name, kind in EVENT_FIELDS.items():
+                if not isinstance(event.get(name), kind) or isinstance(event.get(name), bool):
+                    raise ValueError(f"event {index}: field {name!r} is missing or mistyped")
+    except ValueError as exc:  # orjson.JSONDecodeError is a ValueError
+        return Entry(stream, entry_id, [], payload, f"unreadable entry: {exc}")
+    return Entry(stream, entry_id, events, payload)
 
 
 class EventStreams:
@@ -47,6 +161,12 @@ class EventStreams:
         )
         self.names = [keys.event_stream(shard) for shard in range(config.stream_shards)]
         self._maxlen = str(config.stream_maxlen)
+        self.high_water = max(1, config.stream_maxlen * config.backlog_high_water_pct // 100)
+        # each shard's length as last seen: its backlog (the workers trim the rest)
+        self.backlog = [0] * len(self.names)
+        self._backlog_read_at = 0.0
+        self._backlog_lock = asyncio.Lock()
+        self._trim_sha: str | None = None
 
     def shard(self, visitor_id: str) -> int:
         return zlib.crc32(visitor_id.encode()) % len(self.names)
@@ -61,17 +181,39 @@ class EventStreams:
 
     async def append(self, events: Sequence[tuple[str, bytes]]) -> None:
         """Add serialized events (visitor id, JSON) to their shards: one XADD per shard, one
-        round trip. Returns once Redis has them; raises :class:`StoreUnavailable` otherwise."""
+        round trip. Returns once Redis has them; raises :class:`Backpressure` (nothing added)
+        when a shard's backlog is at its high-water mark, :class:`StoreUnavailable` when Redis
+        cannot be reached."""
         by_shard: dict[int, list[bytes]] = {}
         for visitor_id, encoded in events:
             by_shard.setdefault(self.shard(visitor_id), []).append(encoded)
+        if any(self.backlog[shard] >= self.high_water for shard in by_shard):
+            await self.refresh_backlog()
+            for shard in by_shard:
+                if self.backlog[shard] >= self.high_water:
+                    raise Backpressure(self.names[shard], self.backlog[shard], self.high_water)
         pipe = self.client.pipeline(transaction=False)
         for shard, encoded_events in by_shard.items():
             payload = b"[" + b",".join(encoded_events) + b"]"
             pipe.execute_command(
                 "XADD", self.names[shard], "MAXLEN", "~", self._maxlen, "*", "e", payload
             )
-        await self._execute(pipe)
+            pipe.xlen(self.names[shard])
+        lengths = (await self._execute(pipe))[1::2]
+        for shard, length in zip(by_shard, lengths, strict=True):
+            self.backlog[shard] = int(length)
+
+    async def refresh_backlog(self) -> None:
+        """Read every shard's length again, at most once per ``backlog_refresh_ms`` however
+        many requests ask at the same time."""
+        async with self._backlog_lock:
+            if time.monotonic() - self._backlog_read_at < self.config.backlog_refresh_ms / 1000:
+                return
+            pipe = self.client.pipeline(transaction=False)
+            for name in self.names:
+                pipe.xlen(name)
+            self.backlog = [int(length) for length in await self._execute(pipe)]
+            self._backlog_read_at = time.monotonic()
 
     # -- the worker's side ------------------------------------------------------------------
 
@@ -94,8 +236,8 @@ class EventStreams:
         entries = []
         for entry_id, fields in raw:
             if fields is None:
-                continue  # trimmed while pending
-            entries.append(Entry(name, entry_id, orjson.loads(fields[b"e"])))
+                continue  # deleted while pending (XAUTOCLAIM drops it from the group)
+            entries.append(decode_entry(name, entry_id, fields.get(b"e", b"")))
         return entries
 
     async def read(self, consumer: str, pending: bool = False) -> list[Entry]:
@@ -143,6 +285,105 @@ class EventStreams:
         for name, ids in by_stream.items():
             pipe.xack(name, self.config.consumer_group, *ids)
         await self._execute(pipe)
+
+    async def trim_acknowledged(self) -> int:
+        """Trim from every shard the entries all consumer groups are done with (one
+        pipelined round trip); returns how many were removed."""
+        for attempt in range(2):
+            if self._trim_sha is None or attempt:
+                pipe = self.client.pipeline(transaction=False)
+                pipe.script_load(TRIM_SCRIPT)
+                (self._trim_sha,) = await self._execute(pipe)
+            pipe = self.client.pipeline(transaction=False)
+            for name in self.names:
+                pipe.evalsha(self._trim_sha, 1, name)
+            try:
+                return sum(int(removed) for removed in await self._execute(pipe))
+            except StoreUnavailable as exc:
+                if "NOSCRIPT" not in str(exc):
+                    raise
+        raise StoreUnavailable("redis: the trim script could not be loaded")  # pragma: no cover
+
+    async def deliveries(self, entries: Sequence[Entry]) -> list[int]:
+        """How many times each entry was delivered to the group (XPENDING), one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for entry in entries:
+            pipe.xpending_range(
+                entry.stream,
+                self.config.consumer_group,
+                min=entry.entry_id,
+                max=entry.entry_id,
+                count=1,
+            )
+        return [
+            int(found[0]["times_delivered"]) if found else 0 for found in await self._execute(pipe)
+        ]
+
+    async def dead_letter(self, entry: Entry, error: str, deliveries: int, consumer: str) -> None:
+        """Move ``entry`` to the dead-letter stream, then acknowledge it (in that order, so a
+        crash in between leaves a copy in both places rather than in neither)."""
+        fields = {
+            "stream": entry.stream,
+            "id": entry.entry_id,
+            "error": error[:2000],
+            "deliveries": deliveries,
+            "consumer": consumer,
+            "at": f"{time.time():.3f}",
+            "e": entry.payload,
+        }
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xadd(
+            keys.DEAD_LETTER_STREAM,
+            fields,  # type: ignore[arg-type]
+            maxlen=self.config.dead_letter_maxlen,
+            approximate=True,
+        )
+        pipe.xack(entry.stream, self.config.consumer_group, entry.entry_id)
+        await self._execute(pipe)
+
+    async def dead_letters(self, count: int) -> list[DeadLetter]:
+        """The newest ``count`` dead letters, newest first."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xrevrange(keys.DEAD_LETTER_STREAM, count=count)
+        (raw,) = await self._execute(pipe)
+        return [
+            DeadLetter(
+                dead_letter_id=entry_id.decode(),
+                stream=fields[b"stream"].decode(),
+                entry_id=fields[b"id"].decode(),
+                error=fields[b"error"].decode(errors="replace"),
+                deliveries=int(fields[b"deliveries"]),
+                consumer=fields[b"consumer"].decode(errors="replace"),
+                at=float(fields[b"at"]),
+                payload=fields[b"e"],
+            )
+            for entry_id, fields in raw
+        ]
+
+    async def requeue(self, dead_letter_ids: Sequence[str]) -> list[str]:
+        """Put dead letters back into the stream they came from (as new entries, which the
+        workers apply like any other: already applied events are skipped), then delete them
+        from the dead-letter stream. Returns the ids requeued (unknown ids are skipped)."""
+        pipe = self.client.pipeline(transaction=False)
+        for dead_letter_id in dead_letter_ids:
+            pipe.xrange(keys.DEAD_LETTER_STREAM, dead_letter_id, dead_letter_id, count=1)
+        found = [
+            (dead_letter_id, result[0][1])
+            for dead_letter_id, result in zip(
+                dead_letter_ids, await self._execute(pipe), strict=True
+            )
+            if result
+        ]
+        if not found:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for dead_letter_id, fields in found:
+            pipe.execute_command(
+                "XADD", fields[b"stream"], "MAXLEN", "~", self._maxlen, "*", "e", fields[b"e"]
+            )
+            pipe.xdel(keys.DEAD_LETTER_STREAM, dead_letter_id)
+        await self._execute(pipe)
+        return [dead_letter_id for dead_letter_id, _ in found]
 
     async def ping(self) -> bool:
         try:

@@ -6,6 +6,14 @@ entries (``read_count`` per shard, one round trip), apply them (one Lua call per
 one round trip), let plugins observe them, and only then acknowledge them. Applying is
 idempotent per message id, so an entry applied by a worker that died before acknowledging
 it is applied again by another worker without counting anything twice.
+
+An entry that cannot be applied (unreadable, or its events rejected by the store; Redis
+being unreachable is not the entry's fault and is simply retried) is isolated: a failing
+batch is applied again entry by entry, the failing entry stays pending and is delivered
+again after ``claim_idle_ms``, and after ``max_deliveries`` deliveries it is moved to the
+dead-letter stream and acknowledged, so it neither blocks its shard nor comes back forever.
+Every ``trim_interval_ms`` a worker trims what all consumer groups are done with (see
+``journeygate.events.streams``).
 """
 
 from __future__ import annotations
@@ -19,7 +27,9 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pluggy
 
@@ -50,14 +60,57 @@ class Worker:
         self.streams = streams
         self.consumer = consumer
         self.applied = 0
+        self.dead_lettered = 0
 
     async def process(self, entries: list[Entry]) -> int:
-        """Apply the entries' events, then acknowledge the entries."""
-        events = [event for entry in entries for event in entry.events]
-        applied = await self.applier.apply(events)
-        await self.streams.ack(entries)
-        self.applied += applied
-        return applied
+        """Apply the entries' events, then acknowledge the entries; entries that cannot be
+        applied are left pending or dead-lettered (:meth:`failed`). Raises
+        ``StoreUnavailable`` (nothing acknowledged) when Redis cannot be reached."""
+        readable = [entry for entry in entries if entry.error is None]
+        failures = [(entry, entry.error) for entry in entries if entry.error is not None]
+        before = self.applied
+        try:
+            self.applied += await self.applier.apply(_events(readable))
+            done = readable
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            if len(readable) == 1:
+                failures.append((readable[0], _describe(exc)))
+                done = []
+            else:
+                log.warning(
+                    "a batch of %d entries failed (%s); applying them one by one",
+                    len(readable),
+                    _describe(exc),
+                )
+                done = []
+                for entry in readable:
+                    try:
+                        self.applied += await self.applier.apply(entry.events)
+                        done.append(entry)
+                    except StoreUnavailable:
+                        raise
+                    except Exception as entry_exc:
+                        failures.append((entry, _describe(entry_exc)))
+        await self.streams.ack(done)
+        if failures:
+            await self.failed(failures)
+        return self.applied - before
+
+    async def failed(self, failures: Sequence[tuple[Entry, str | None]]) -> None:
+        """Dead-letter the failed entries delivered ``max_deliveries`` times; leave the others
+        pending, to be delivered again after ``claim_idle_ms``."""
+        limit = self.config.events.max_deliveries
+        deliveries = await self.streams.deliveries([entry for entry, _ in failures])
+        for (entry, error), count in zip(failures, deliveries, strict=True):
+            where = f"{entry.stream} {entry.entry_id.decode()}"
+            if count >= limit:
+                await self.streams.dead_letter(entry, error or "", count, self.consumer)
+                self.dead_lettered += 1
+                log.error("entry %s dead-lettered after %d deliveries: %s", where, count, error)
+            else:
+                log.warning("entry %s failed (delivery %d of %d): %s", where, count, limit, error)
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.config.events
@@ -70,11 +123,14 @@ class Worker:
         )
         # Entries this consumer name read before a restart come first.
         backlog = await self.streams.read(self.consumer, pending=True)
-        last_claim = 0.0
+        last_claim = last_trim = 0.0
         while not stop.is_set():
             try:
                 entries = backlog
                 backlog = []
+                if time.monotonic() - last_trim >= cfg.trim_interval_ms / 1000:
+                    last_trim = time.monotonic()
+                    await self.streams.trim_acknowledged()
                 if time.monotonic() - last_claim >= cfg.claim_interval_ms / 1000:
                     last_claim = time.monotonic()
                     claimed = await self.streams.claim(self.consumer)
@@ -89,6 +145,14 @@ class Worker:
                 log.warning("redis unavailable, retrying: %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), cfg.idle_sleep_ms / 1000)
+
+
+def _events(entries: list[Entry]) -> list[dict[str, Any]]:
+    return [event for entry in entries for event in entry.events]
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{exc.__class__.__name__}: {exc}"
 
 
 def _observers(pm: pluggy.PluginManager) -> set[str]:
@@ -158,7 +222,12 @@ async def serve(
     try:
         await worker.run(stop)
     finally:
-        log.info("worker %s stopping after %d events applied", worker.consumer, worker.applied)
+        log.info(
+            "worker %s stopping after %d events applied, %d entries dead-lettered",
+            worker.consumer,
+            worker.applied,
+            worker.dead_lettered,
+        )
         await _stop_plugins(pm)
         await streams.close()
         await store.close()

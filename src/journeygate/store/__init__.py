@@ -6,11 +6,22 @@ in-process store as the embedded default when no Redis URL is configured.
 
 from journeygate.store.base import (
     Applied,
+    EventsRejected,
     MergeStart,
     ProfileStore,
     RawVisitor,
+    StageTransition,
     StoreUnavailable,
     open_store,
 )
 
-__all__ = ["Applied", "MergeStart", "ProfileStore", "RawVisitor", "StoreUnavailable", "open_store"]
+__all__ = [
+    "Applied",
+    "EventsRejected",
+    "MergeStart",
+    "ProfileStore",
+    "RawVisitor",
+    "StageTransition",
+    "StoreUnavailable",
+    "open_store",
+]

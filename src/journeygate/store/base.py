@@ -14,15 +14,22 @@ class StoreUnavailable(RuntimeError):
     """The backing store could not be reached in time."""
 
 
+class EventsRejected(ValueError):
+    """The store refused events because of what they hold (malformed fields), not because it
+    is unavailable: applying them again fails again."""
+
+
 @dataclass(frozen=True, slots=True)
 class Applied:
     """The outcome of applying one visitor's events: a flag per event (False: a duplicate
-    message id, or received before the visitor was erased), or the id the visitor was merged
-    into (nothing was applied; apply the events there)."""
+    message id, or received before the visitor was erased), the id the visitor was merged
+    into (nothing was applied; apply the events there), or why the events were rejected
+    (``error``; nothing was applied)."""
 
     visitor_id: str
     flags: tuple[bool, ...] = ()
     redirect: str | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +39,18 @@ class MergeStart:
 
     events: list[dict[str, Any]] = field(default_factory=list)
     merged_into: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StageTransition:
+    """A visitor's journey stage changing (``from_stage`` None: its first stage), at a
+    decision."""
+
+    visitor_id: str
+    from_stage: str | None
+    to_stage: str
+    at: float
+    decision_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +107,9 @@ class ProfileStore(Protocol):
 
         A message id already applied to the visitor (within ``events.dedupe_ttl_s``) is
         skipped, so applying the same events again changes nothing; an order id is counted
-        once. A visitor merged into another one is not written: the result redirects.
+        once. A visitor merged into another one is not written: the result redirects. A
+        visitor's events with malformed fields are not written either: the result carries
+        the error, the other visitors' events are applied.
         """
         ...
 
@@ -109,6 +130,22 @@ class ProfileStore(Protocol):
 
     async def load_events_profile(self, visitor_id: str) -> RawVisitor | None:
         """Everything the event worker built for ``visitor_id`` (not resolved), or None."""
+        ...
+
+    async def record_stage(
+        self, visitor_id: str, stage: str, at: float, decision_id: str
+    ) -> StageTransition | None:
+        """Record the visitor's journey stage when it differs from the stored one: profile
+        fields ``stage`` and ``stage_since``, the visitor's capped stage history, and the
+        global transitions log. A compare-and-set, so decisions racing on one visitor record
+        one transition. Returns it, or None when ``stage`` was already stored."""
+        ...
+
+    async def journey_transitions(
+        self, since: float, until: float, limit: int
+    ) -> list[StageTransition]:
+        """Transitions recorded from ``since`` to ``until`` (epoch seconds, both included),
+        oldest first, at most ``limit`` (the log is trimmed to ``transitions_maxlen``)."""
         ...
 
     async def ping(self) -> bool:

@@ -37,7 +37,14 @@ key                                type     bound                       TTL
 ``jg:{v}:alias``                   string   1 (merged into this id)     ``profile_ttl_s``
 ``jg:{v}:aliases``                 set      ids merged into this one    ``profile_ttl_s``
 ``jg:{v}:erased``                  string   1 (erasure time)            ``erasure_ttl_s``
+``jg:{v}:stages``                  list     ``stage_history_max``       ``profile_ttl_s``
 =================================  =======  ==========================  =====================
+
+``stages`` is the visitor's journey stage history, newest first (JSON: ``from``, ``to``,
+``at``, ``decision_id`` and ``entry``, the id of the same transition in
+``jg:journey:transitions``, so that an erasure deletes it there too); the current stage is
+the profile fields ``stage`` and ``stage_since``. The intent plugin writes them through
+``ProfileStore.record_stage``.
 
 ``log`` holds an anonymous visitor's events (only events without a user id), so that an
 identify/alias can replay them into the customer's profile. The two visitors of a merge live
@@ -68,15 +75,48 @@ first, so the oldest are deleted past the cap. The per-experiment keys have the 
 as their hash tag; the decision log holds, per decision, its id, visitor, arm, slot and the
 propensity (choice probability) it was made with.
 
+Offer budgets (the ``offers`` plugin) are not per visitor: ``jg:offer:{OFFER_ID}:redemptions``
+is a zset of the redemption ids (order id, else message id) of one catalog offer that has a
+``budget``, scored by event time, capped at the budget (ZCARD is the count, a redemption seen
+twice counts once), with a TTL of ``[plugin.offers] budget_ttl_days`` refreshed by every
+redemption. One key per budgeted offer of the catalog.
+
 Event streams are not per visitor: ``jg:events:{shard-K}`` (K = 0 .. ``stream_shards`` - 1)
 are Redis Streams, each trimmed to about ``stream_maxlen`` entries. A visitor's events always
 go to the shard ``crc32(visitor_id) % stream_shards``, so one visitor's events stay in order
 within one stream; each shard has its own hash tag, so on Redis Cluster the shards spread over
 the nodes and every stream command touches one slot. One entry holds the events of one
-request for that shard (field ``e``: a JSON array).
+request for that shard (field ``e``: a JSON array). Workers trim the entries every consumer
+group has acknowledged, so a stream's length is its backlog (see
+``journeygate.events.streams`` for why trimming never drops an unapplied entry).
+
+Keys of no visitor, each its own slot:
+
+=================================  =======  ==========================  =====================
+key                                type     bound                       TTL
+=================================  =======  ==========================  =====================
+``jg:events:{shard-K}``            stream   ``stream_maxlen``           none (trimmed)
+``jg:events:{dead-letters}``       stream   ``dead_letter_maxlen``      none (trimmed)
+``jg:journey:transitions``         stream   ``transitions_maxlen``      none (trimmed)
+=================================  =======  ==========================  =====================
+
+``jg:events:{dead-letters}``: entries the workers gave up on after ``max_deliveries``
+deliveries; fields ``stream`` and ``id`` (where it was), ``error``, ``deliveries``,
+``consumer``, ``at`` and ``e`` (the original payload). ``journeygate dead-letters`` lists
+and requeues them. ``jg:journey:transitions``: one entry per journey stage transition,
+fields ``v`` (visitor id), ``from`` (empty: the visitor's first stage), ``to``, ``at`` and
+``d`` (decision id); the entry id is the recording time, so a time window is an XRANGE.
+
+Lua scripts declare every key they touch in KEYS. Session keys are the exception that
+proves the rule: their ids are only known inside the script (found in ``esessions`` or
+``sessions``), so the scripts declare the session prefix (``jg:{v}:es:``,
+``jg:{v}:session:``) and build each session key from it; the prefix carries the visitor's
+hash tag, so every such key is in the declared slot.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 PREFIX = "jg"
 
@@ -105,16 +145,35 @@ def session_views(visitor_id: str, session_id: str) -> str:
     return visitor_key(visitor_id, "session", session_id, "views")
 
 
-def visitor_prefix(visitor_id: str) -> str:
-    """``jg:{visitor_id}:``, the prefix of every key of one visitor (used by Lua scripts)."""
-    return visitor_key(visitor_id, "")
-
-
 def event_stream(shard: int) -> str:
     return f"{PREFIX}:events:{{shard-{shard}}}"
 
 
-EVENT_KEYS = (
+DEAD_LETTER_STREAM = f"{PREFIX}:events:{{dead-letters}}"
+JOURNEY_TRANSITIONS = f"{PREFIX}:journey:transitions"
+
+
+# The keys of events.lua, in its KEYS order; the per-session prefix (event_session_prefix)
+# follows them.
+EVENT_SCRIPT_KEYS = (
+    "profile",
+    "alias",
+    "erased",
+    "seen",
+    "cart",
+    "esessions",
+    "channels",
+    "consents",
+    "categories",
+    "purchased",
+    "orders",
+    "log",
+)
+# The keys of the erase script, in its KEYS order: what the event worker built (dropped by an
+# erasure and after a merge), then the gateway's own keys and the erasure tombstone; the two
+# per-session prefixes follow them.
+ERASE_SCRIPT_KEYS = (
+    "profile",
     "channels",
     "categories",
     "purchased",
@@ -124,10 +183,32 @@ EVENT_KEYS = (
     "esessions",
     "seen",
     "log",
+    "stages",
+    "views",
+    "sessions",
     "alias",
     "aliases",
+    "erased",
 )
-EVENT_SESSION_KEYS = ("", ":products", ":categories", ":pages", ":searches")
+
+
+def visitor_keys(visitor_id: str, names: Sequence[str]) -> list[str]:
+    return [visitor_key(visitor_id, name) for name in names]
+
+
+def event_session_prefix(visitor_id: str) -> str:
+    """``jg:{v}:es:``: a Lua script that finds session ids itself builds the session keys
+    from this prefix, which it declares in KEYS (same hash tag, same slot)."""
+    return visitor_key(visitor_id, "es", "")
+
+
+def session_prefix(visitor_id: str) -> str:
+    """``jg:{v}:session:``, the gateway's sessions, like :func:`event_session_prefix`."""
+    return visitor_key(visitor_id, "session", "")
+
+
+def stages(visitor_id: str) -> str:
+    return visitor_key(visitor_id, "stages")
 
 
 def event_session(visitor_id: str, session_id: str, part: str = "") -> str:
@@ -153,3 +234,8 @@ def experiment_arms(experiment_id: str) -> str:
 def experiment_decisions(experiment_id: str) -> str:
     """``jg:xp:{exp}:decisions``: the experiment's decision log (a trimmed stream)."""
     return f"{PREFIX}:xp:{{{experiment_id}}}:decisions"
+
+
+def offer_redemptions(offer_id: str) -> str:
+    """``jg:offer:{offer_id}:redemptions``: the redemptions counted against an offer's budget."""
+    return f"{PREFIX}:offer:{{{offer_id}}}:redemptions"

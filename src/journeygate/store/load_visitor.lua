@@ -2,7 +2,7 @@
 -- session touch: the whole decide-time store work in one round trip and one script call.
 -- All keys carry the visitor's hash tag, so this runs unchanged on Redis Cluster.
 --
--- KEYS: profile, views, session, session views, sessions index, alias
+-- KEYS: profile, views, session, session views, sessions index, alias, consents
 -- ARGV: history_max, session_views_max, profile_ttl_s, session_ttl_s,
 --       page_view ('' for none), session_id ('' for none), now (unix seconds)
 local history_max = tonumber(ARGV[1])
@@ -17,6 +17,7 @@ if alias then
 end
 
 local profile = redis.call('HGETALL', KEYS[1])
+local consents = redis.call('HGETALL', KEYS[7])
 local views = redis.call('LRANGE', KEYS[2], 0, history_max - 1)
 local pages, session_views = false, {}
 if session_id ~= '' then
@@ -43,4 +44,4 @@ if session_id ~= '' then
   redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -history_max - 1)
   redis.call('EXPIRE', KEYS[5], ARGV[3])
 end
-return {profile, views, pages or '', session_views}
+return {profile, views, pages or '', session_views, consents}

@@ -15,7 +15,7 @@ from typing import Any
 
 from journeygate.config import EventsConfig, StoreConfig
 from journeygate.model import StoredVisitor
-from journeygate.store.base import Applied, MergeStart, RawVisitor
+from journeygate.store.base import Applied, MergeStart, RawVisitor, StageTransition
 
 
 @dataclass
@@ -57,6 +57,7 @@ class _Visitor:
     log: deque[dict[str, Any]] = field(default_factory=deque)
     alias: str | None = None
     aliases: set[str] = field(default_factory=set)
+    stages: deque[dict[str, Any]] = field(default_factory=deque)
 
     def clear_events(self) -> None:
         """Drop what the event worker built (after a merge moved it elsewhere)."""
@@ -66,6 +67,7 @@ class _Visitor:
         self.esessions.clear()
         self.seen.clear()
         self.log.clear()
+        self.stages.clear()
         self.cart_at = -1.0
 
 
@@ -102,6 +104,7 @@ class MemoryProfileStore:
         self._visitors: OrderedDict[str, _Visitor] = OrderedDict()
         # visitor id -> (erased at, wall clock; expires, store clock)
         self._erased: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._transitions: deque[StageTransition] = deque(maxlen=self.events.transitions_maxlen)
 
     def _visitor(self, visitor_id: str, create: bool) -> _Visitor | None:
         now = self._clock()
@@ -138,6 +141,7 @@ class MemoryProfileStore:
             recent_views=tuple(reversed(visitor.views)),
             session_views=tuple(reversed(session.views)) if session else (),
             session_pages=session.pages if session else 0,
+            consents={name: granted for name, (granted, _) in visitor.consents.items()},
             profile_id=merged,
         )
         if page_view:
@@ -175,6 +179,9 @@ class MemoryProfileStore:
             current = pending.pop()
             done.add(current)
             visitor = self._visitors.pop(current, None)
+            if any(t.visitor_id == current for t in self._transitions):
+                kept = [t for t in self._transitions if t.visitor_id != current]
+                self._transitions = deque(kept, maxlen=self._transitions.maxlen)
             self._erased[current] = (time.time(), self._clock() + self.events.erasure_ttl_s)
             self._erased.move_to_end(current)
             while len(self._erased) > self.config.memory_max_visitors:
@@ -429,6 +436,34 @@ class MemoryProfileStore:
             aliases=sorted(visitor.aliases),
             sessions=sessions,
         )
+
+    async def record_stage(
+        self, visitor_id: str, stage: str, at: float, decision_id: str
+    ) -> StageTransition | None:
+        visitor = self._visitor(visitor_id, create=True)
+        assert visitor is not None
+        before = visitor.profile.get("stage")
+        if before == stage:
+            return None
+        at = round(at, 3)
+        visitor.profile.update(stage=stage, stage_since=at)
+        visitor.expires = self._clock() + self.config.profile_ttl_s
+        visitor.stages.appendleft(
+            {"from": before, "to": stage, "at": at, "decision_id": decision_id}
+        )
+        while len(visitor.stages) > self.events.stage_history_max:
+            visitor.stages.pop()
+        transition = StageTransition(
+            visitor_id, before if isinstance(before, str) else None, stage, at, decision_id
+        )
+        self._transitions.append(transition)
+        return transition
+
+    async def journey_transitions(
+        self, since: float, until: float, limit: int
+    ) -> list[StageTransition]:
+        found = [t for t in self._transitions if since <= t.at <= until]
+        return found[:limit]
 
     async def ping(self) -> bool:
         return True

@@ -14,17 +14,24 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from journeygate.config import EventsConfig, StoreConfig
 from journeygate.model import StoredVisitor
 from journeygate.store import keys
-from journeygate.store.base import Applied, MergeStart, RawVisitor, StoreUnavailable
+from journeygate.store.base import (
+    Applied,
+    MergeStart,
+    RawVisitor,
+    StageTransition,
+    StoreUnavailable,
+)
 from journeygate.store.scripts import (
     BEGIN_MERGE_SCRIPT,
     ERASE_SCRIPT,
     EVENTS_SCRIPT,
     LOAD_VISITOR_SCRIPT,
+    STAGE_SCRIPT,
 )
 
 MAX_ALIAS_DEPTH = 4
@@ -76,6 +83,7 @@ class RedisProfileStore:
                     keys.session_views(profile_id, session),
                     keys.sessions(profile_id),
                     keys.visitor_key(profile_id, "alias"),
+                    keys.visitor_key(profile_id, "consents"),
                 ),
                 (
                     cfg.history_max,
@@ -90,12 +98,16 @@ class RedisProfileStore:
             if len(result) == 1:  # merged into another profile: load that one
                 profile_id = result[0]
                 continue
-            profile, views, pages, session_views = result
+            profile, views, pages, session_views, consents = result
             return StoredVisitor(
                 profile={profile[i]: json.loads(profile[i + 1]) for i in range(0, len(profile), 2)},
                 recent_views=tuple(views),
                 session_pages=int(pages or 0),
                 session_views=tuple(session_views),
+                # each consent is stored as "1|<event time>" (granted) or "0|<event time>"
+                consents={
+                    consents[i]: consents[i + 1][0] == "1" for i in range(0, len(consents), 2)
+                },
                 profile_id=profile_id if profile_id != visitor_id else None,
             )
         raise StoreUnavailable(f"redis: alias chain of {visitor_id!r} is too long")
@@ -121,13 +133,11 @@ class RedisProfileStore:
         while pending:
             current = pending.pop()
             done.add(current)
-            count, aliases = await self._script(
+            await self._erase_transitions(current)
+            count, aliases = await self._eval(
                 ERASE_SCRIPT,
-                keys.profile(current),
-                keys.visitor_prefix(current),
-                "erase",
-                time.time(),
-                self.events.erasure_ttl_s,
+                self._erase_keys(current),
+                ("erase", time.time(), self.events.erasure_ttl_s),
             )
             removed += int(count)
             pending += [alias for alias in aliases if alias not in done]
@@ -142,8 +152,25 @@ class RedisProfileStore:
             (self._shas[script],) = await self._execute(pipe)
         return self._shas[script]
 
-    async def _script(self, script: str, key: str, *args: Any) -> Any:
-        return await self._eval(script, (key,), args)
+    async def _erase_transitions(self, visitor_id: str) -> None:
+        """Delete the visitor's entries from the global transitions stream (their ids are in
+        the visitor's stage history)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.lrange(keys.stages(visitor_id), 0, -1)
+        (history,) = await self._execute(pipe)
+        entry_ids = [json.loads(raw).get("entry") for raw in history]
+        if any(entry_ids):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xdel(keys.JOURNEY_TRANSITIONS, *filter(None, entry_ids))
+            await self._execute(pipe)
+
+    @staticmethod
+    def _erase_keys(visitor_id: str) -> list[str]:
+        return [
+            *keys.visitor_keys(visitor_id, keys.ERASE_SCRIPT_KEYS),
+            keys.event_session_prefix(visitor_id),
+            keys.session_prefix(visitor_id),
+        ]
 
     async def _eval(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run a cached Lua script with one EVALSHA (loading it when Redis lost it)."""
@@ -194,14 +221,9 @@ class RedisProfileStore:
             sha = await self._sha(EVENTS_SCRIPT, reload=attempt > 0)
             pipe = self.client.pipeline(transaction=False)
             for visitor_id, encoded in payloads:
-                pipe.evalsha(
-                    sha,
-                    1,
-                    keys.profile(visitor_id),
-                    keys.visitor_prefix(visitor_id),
-                    settings,
-                    *encoded,
-                )
+                script_keys = keys.visitor_keys(visitor_id, keys.EVENT_SCRIPT_KEYS)
+                script_keys.append(keys.event_session_prefix(visitor_id))
+                pipe.evalsha(sha, len(script_keys), *script_keys, settings, *encoded)
             try:
                 async with asyncio.timeout(self._timeout):
                     results = await pipe.execute(raise_on_error=False)
@@ -210,10 +232,12 @@ class RedisProfileStore:
             if any(isinstance(result, NoScriptError) for result in results):
                 continue  # applying again is safe: every event is applied once
             for result in results:
-                if isinstance(result, Exception):
+                if isinstance(result, Exception) and not _rejects_events(result):
                     raise StoreUnavailable(f"redis: {result.__class__.__name__}: {result}")
             return [
-                Applied(visitor_id, redirect=result[1:])
+                Applied(visitor_id, error=str(result))
+                if isinstance(result, Exception)
+                else Applied(visitor_id, redirect=result[1:])
                 if result.startswith("@")
                 else Applied(visitor_id, flags=tuple(flag == "1" for flag in result))
                 for (visitor_id, _), result in zip(payloads, results, strict=True)
@@ -231,12 +255,10 @@ class RedisProfileStore:
         return visitor_id
 
     async def begin_merge(self, anonymous_id: str, user_id: str) -> MergeStart:
-        status, value = await self._script(
+        status, value = await self._eval(
             BEGIN_MERGE_SCRIPT,
-            keys.profile(anonymous_id),
-            keys.visitor_prefix(anonymous_id),
-            user_id,
-            self.config.profile_ttl_s,
+            keys.visitor_keys(anonymous_id, ("alias", "log")),
+            (user_id, self.config.profile_ttl_s),
         )
         if status == "conflict":
             return MergeStart(merged_into=value)
@@ -247,9 +269,7 @@ class RedisProfileStore:
         pipe.sadd(keys.visitor_key(user_id, "aliases"), anonymous_id)
         pipe.expire(keys.visitor_key(user_id, "aliases"), self.config.profile_ttl_s)
         await self._execute(pipe)
-        await self._script(
-            ERASE_SCRIPT, keys.profile(anonymous_id), keys.visitor_prefix(anonymous_id), "merged"
-        )
+        await self._eval(ERASE_SCRIPT, self._erase_keys(anonymous_id), ("merged",))
 
     async def load_events_profile(self, visitor_id: str) -> RawVisitor | None:
         """What the worker built for ``visitor_id`` (two round trips), or None."""
@@ -315,6 +335,74 @@ class RedisProfileStore:
             sessions=sessions,
         )
 
+    async def record_stage(
+        self, visitor_id: str, stage: str, at: float, decision_id: str
+    ) -> StageTransition | None:
+        """The compare-and-set on the visitor's slot; only when the stage changed (a few times
+        in a visitor's life), the entry in the global stream, then the visitor's history entry
+        that remembers the stream entry's id (so that an erasure can delete it)."""
+        at = round(at, 3)
+        result = await self._eval(
+            STAGE_SCRIPT,
+            (keys.profile(visitor_id),),
+            (json.dumps(stage), f"{at:.3f}", self.config.profile_ttl_s),
+        )
+        if not result:
+            return None
+        before = json.loads(result[0]) if result[0] else None
+        transition = StageTransition(
+            visitor_id, before if isinstance(before, str) else None, stage, at, decision_id
+        )
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xadd(
+            keys.JOURNEY_TRANSITIONS,
+            {
+                "v": visitor_id,
+                "from": transition.from_stage or "",
+                "to": stage,
+                "at": f"{at:.3f}",
+                "d": decision_id,
+            },
+            maxlen=self.events.transitions_maxlen,
+            approximate=True,
+        )
+        (entry_id,) = await self._execute(pipe)
+        history = keys.stages(visitor_id)
+        record = {"from": transition.from_stage, "to": stage, "at": at, "decision_id": decision_id}
+        pipe = self.client.pipeline(transaction=False)
+        pipe.lpush(history, json.dumps(record | {"entry": entry_id}))
+        pipe.ltrim(history, 0, self.events.stage_history_max - 1)
+        pipe.expire(history, self.config.profile_ttl_s)
+        await self._execute(pipe)
+        return transition
+
+    async def journey_transitions(
+        self, since: float, until: float, limit: int
+    ) -> list[StageTransition]:
+        """XRANGE over the stream ids (recording times, in ms), in pages."""
+        transitions: list[StageTransition] = []
+        start, end = str(int(since * 1000)), str(int(until * 1000))
+        while len(transitions) < limit:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xrange(
+                keys.JOURNEY_TRANSITIONS, start, end, count=min(5000, limit - len(transitions))
+            )
+            (page,) = await self._execute(pipe)
+            transitions += [
+                StageTransition(
+                    fields["v"],
+                    fields["from"] or None,
+                    fields["to"],
+                    float(fields["at"]),
+                    fields["d"],
+                )
+                for _, fields in page
+            ]
+            if len(page) < 5000:
+                break
+            start = "(" + page[-1][0]
+        return transitions
+
     async def ping(self) -> bool:
         try:
             async with asyncio.timeout(self._timeout):
@@ -324,6 +412,34 @@ class RedisProfileStore:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+# Errors of Redis itself (out of memory, a failover, a busy script, cluster resharding): the
+# events are fine, the store is not; anything else a script raises is about the events.
+UNAVAILABLE_ERRORS = (
+    "OOM",
+    "READONLY",
+    "BUSY",
+    "LOADING",
+    "MASTERDOWN",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "MISCONF",
+    "NOREPLICAS",
+    "MOVED",
+    "ASK",
+)
+
+
+def _rejects_events(error: Exception) -> bool:
+    """True when the events script failed because of the events it was given."""
+    message = str(error)
+    return (
+        isinstance(error, ResponseError)
+        and not isinstance(error, NoScriptError)
+        and ("INVALIDEVENT" in message or "user_script" in message)
+        and not message.startswith(UNAVAILABLE_ERRORS)
+    )
 
 
 def _cart(raw: Mapping[str, str]) -> dict[str, tuple[int, float | None]]:

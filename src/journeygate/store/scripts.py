@@ -11,44 +11,59 @@ LOAD_VISITOR_SCRIPT = Path(__file__).with_name("load_visitor.lua").read_text(enc
 # Apply one visitor's events atomically; see the comments at the top of events.lua.
 EVENTS_SCRIPT = Path(__file__).with_name("events.lua").read_text(encoding="utf-8")
 
-# Claim an anonymous visitor for a merge into ARGV[2]: set its alias (from now on its events
+# Claim an anonymous visitor for a merge into ARGV[1]: set its alias (from now on its events
 # are redirected) and return its event log, or the id it was already merged into.
+# KEYS: alias, log (of the anonymous visitor). ARGV: customer id, TTL of the alias.
 BEGIN_MERGE_SCRIPT = """
-local P = ARGV[1]
-local current = redis.call('GET', P .. 'alias')
-if current and current ~= ARGV[2] then
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then
   return {'conflict', current}
 end
 if not current then
-  redis.call('SET', P .. 'alias', ARGV[2], 'EX', ARGV[3])
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 end
-return {'merge', redis.call('LRANGE', P .. 'log', 0, -1)}
+return {'merge', redis.call('LRANGE', KEYS[2], 0, -1)}
 """
 
-# Delete one visitor's data. ARGV[2] = "erase": everything, then leave a tombstone so that
-# events received before now are dropped; "merged": only what the event worker built (the
-# visitor's history now lives in the profile it was merged into; the alias stays).
+# Delete one visitor's data. ARGV[1] = "erase": everything, then leave a tombstone (ARGV[2]:
+# the erasure time, ARGV[3]: its TTL) so that events received before now are dropped;
+# "merged": only what the event worker built (the visitor's history now lives in the profile
+# it was merged into; the alias stays). KEYS: keys.ERASE_SCRIPT_KEYS (1-11: built by the
+# worker, 12-15: views, sessions, alias, aliases, 16: erased), then the session prefixes
+# "jg:{v}:es:" (17) and "jg:{v}:session:" (18), whose session ids are read here.
 ERASE_SCRIPT = """
-local P = ARGV[1]
-local erase = ARGV[2] == 'erase'
+local erase = ARGV[1] == 'erase'
 local removed = 0
 local function drop(...)
   removed = removed + redis.call('DEL', ...)
 end
-for _, sid in ipairs(redis.call('ZRANGE', P .. 'esessions', 0, -1)) do
-  local s = P .. 'es:' .. sid
+for _, sid in ipairs(redis.call('ZRANGE', KEYS[8], 0, -1)) do
+  local s = KEYS[17] .. sid
   drop(s, s .. ':products', s .. ':categories', s .. ':pages', s .. ':searches')
 end
 local aliases = {}
 if erase then
-  for _, sid in ipairs(redis.call('ZRANGE', P .. 'sessions', 0, -1)) do
-    drop(P .. 'session:' .. sid, P .. 'session:' .. sid .. ':views')
+  for _, sid in ipairs(redis.call('ZRANGE', KEYS[13], 0, -1)) do
+    drop(KEYS[18] .. sid, KEYS[18] .. sid .. ':views')
   end
-  aliases = redis.call('SMEMBERS', P .. 'aliases')
-  drop(P .. 'views', P .. 'sessions', P .. 'alias', P .. 'aliases')
-  redis.call('SET', P .. 'erased', ARGV[3], 'EX', ARGV[4])
+  aliases = redis.call('SMEMBERS', KEYS[15])
+  drop(KEYS[12], KEYS[13], KEYS[14], KEYS[15])
+  redis.call('SET', KEYS[16], ARGV[2], 'EX', ARGV[3])
 end
-drop(P .. 'profile', P .. 'channels', P .. 'categories', P .. 'purchased', P .. 'orders',
-     P .. 'cart', P .. 'consents', P .. 'esessions', P .. 'seen', P .. 'log')
+drop(unpack(KEYS, 1, 11))
 return {removed, aliases}
+"""
+
+# Set a journey stage when it differs from the stored one (a compare-and-set, so decisions
+# racing on one visitor record one transition). KEYS: profile. ARGV: the stage (JSON, as
+# profile fields are stored), the time (JSON number), the profile TTL.
+# Returns {stored stage before (JSON; false: none)}, or {} when nothing changed.
+STAGE_SCRIPT = """
+local current = redis.call('HGET', KEYS[1], 'stage')
+if current == ARGV[1] then
+  return {}
+end
+redis.call('HSET', KEYS[1], 'stage', ARGV[1], 'stage_since', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return {current}
 """

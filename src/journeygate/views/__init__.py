@@ -11,6 +11,7 @@ def add_routes(app: web.Application, with_demo: bool) -> None:
     app.router.add_post("/v1/decide", decide.decide)
     app.router.add_get("/v1/blocks/{slot}", decide.block_fragment)
     app.router.add_get("/v1/admin/plugins", admin.plugins)
+    app.router.add_get("/v1/journey/transitions", admin.journey_transitions)
     app.router.add_post("/v1/events", events.events)
     app.router.add_post("/v1/batch", events.segment_batch)
     for message_type in ("track", "identify", "page", "screen", "alias"):

@@ -17,6 +17,7 @@ from journeygate import appkeys
 from journeygate.errors import (
     InvalidRequest,
     NotFound,
+    Overloaded,
     ServiceUnavailable,
     Unauthorized,
 )
@@ -29,6 +30,7 @@ from journeygate.events.schema import (
     parse_native,
     parse_segment,
 )
+from journeygate.events.streams import Backpressure
 from journeygate.middleware import API_KEY_HEADER, error_response, requires_api_key
 from journeygate.store import StoreUnavailable
 from journeygate.views.jsonio import json_response, read_json
@@ -85,15 +87,23 @@ def _items(value: Any, field: str, max_batch: int) -> list[Any]:
 
 
 async def _submit(request: web.Request, batch: Batch, **extra: Any) -> web.Response:
+    """Store the accepted events, or answer 503 with Retry-After (Segment libraries retry
+    5xx answers), the same for every ingestion endpoint."""
     try:
         await request.app[appkeys.INGESTOR].submit(batch)
     except StoreUnavailable:
-        response = error_response(
-            ServiceUnavailable("events cannot be stored right now; retry (nothing was accepted)")
+        error: ServiceUnavailable = ServiceUnavailable(
+            "events cannot be stored right now; retry (nothing was accepted)"
         )
-        response.headers["Retry-After"] = RETRY_AFTER_S
-        return response
-    return json_response(extra | batch.as_json())
+        retry_after = RETRY_AFTER_S
+    except Backpressure:
+        error = Overloaded("the event workers are behind; retry later (nothing was accepted)")
+        retry_after = str(request.app[appkeys.CONFIG].events.backpressure_retry_after_s)
+    else:
+        return json_response(extra | batch.as_json())
+    response = error_response(error)
+    response.headers["Retry-After"] = retry_after
+    return response
 
 
 async def events(request: web.Request) -> web.Response:

@@ -1,0 +1,1 @@
+"""The offer selector: the best eligible offer of a catalog for each offer slot, with caps."""

@@ -1,0 +1,143 @@
+"""Caps through real decisions and real events: per-visitor frequency caps recorded in the
+profile after each response, and budgets counted from redemption events, with Redis and with
+the in-process store."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import redis
+from offerkit import Clock, decide, eventkit, plugin_of, start, wait_for_shows
+
+from jg_offers.budget import Redemptions
+from journeygate.store import keys
+
+CAPPED = """
+[[offers]]
+id = "capped"
+kind = "discount"
+title = "Twice an hour"
+priority = 10
+[offers.caps]
+per_visitor = 2
+window_hours = 1
+
+[[offers]]
+id = "uncapped"
+kind = "content"
+title = "Always"
+"""
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request):
+    return request.param
+
+
+async def test_frequency_cap_across_consecutive_decisions(
+    gateway, tmp_path, backend, redis_url, visitor_id
+):
+    clock = Clock()
+    client = await start(gateway, tmp_path, CAPPED, backend, redis_url, clock=clock)
+    for shown in (1, 2):
+        block = await decide(client, visitor_id)
+        assert block["offer"]["id"] == "capped"
+        assert f"shown {shown - 1} of 2 times in 1 h" in block["offer"]["reason"]
+        await wait_for_shows(client, visitor_id, "capped", shown)
+    block = await decide(client, visitor_id, explain=True)
+    assert block["offer"]["id"] == "uncapped"
+    (entry,) = [c for c in block["_body"]["explain"]["calls"] if "explanations" in c]
+    capped = entry["explanations"]["offers"]["considered"][0]
+    assert capped["rejected"] == ["frequency cap: shown 2 times in the last 1 h"]
+    # another visitor is not capped
+    assert (await decide(client, f"{visitor_id}-other"))["offer"]["id"] == "capped"
+    # once the window has passed the offer shows again, and old shows are dropped
+    clock.now += 3600
+    assert (await decide(client, visitor_id))["offer"]["id"] == "capped"
+    await wait_for_shows(client, visitor_id, "capped", 1)
+
+
+BUDGETED = """
+[[offers]]
+id = "save5"
+kind = "discount"
+title = "£5 off"
+coupon = "SAVE5"
+priority = 10
+[offers.caps]
+budget = 2
+
+[[offers]]
+id = "rare"
+kind = "discount"
+title = "For the first one only"
+coupon = "RARE"
+priority = 5
+[offers.caps]
+budget = 1
+
+[[offers]]
+id = "plain"
+kind = "content"
+title = "No coupon"
+"""
+
+
+def order(visitor, order_id, **properties):
+    return eventkit.event("Order Completed", visitor, order_id=order_id, revenue=20, **properties)
+
+
+async def send(client, *events):
+    response = await client.post(
+        "/v1/events", json={"events": list(events)}, headers=eventkit.basic()
+    )
+    assert response.status == 200, await response.text()
+    await eventkit.apply_pending(client)
+
+
+async def test_budget_cap_counts_redemptions_from_events(gateway, tmp_path, backend, redis_url):
+    url = eventkit.fresh_redis_url(redis_url)
+    client = await start(gateway, tmp_path, BUDGETED, backend, url, budget_refresh_s=0.05)
+    assert (await decide(client, "v1"))["offer"]["id"] == "save5"
+    # the coupon applied, then the order: one redemption (counted by order id)
+    await send(
+        client,
+        eventkit.event("Coupon Applied", "buyer-1", order_id="O-1", coupon_id="save5"),
+        order("buyer-1", "O-1", coupon="SAVE5"),
+        order("buyer-2", "O-2"),  # no coupon
+        eventkit.event("Coupon Denied", "buyer-2", coupon_id="SAVE5"),  # not a redemption
+    )
+    block = await decide(client, "v1")
+    assert block["offer"]["id"] == "save5" and "budget 1/2 redeemed" in block["offer"]["reason"]
+    await send(client, order("buyer-3", "O-3", coupon="save5"))
+    block = await decide(client, "v1", explain=True)
+    assert block["offer"]["id"] == "rare"
+    (entry,) = [c for c in block["_body"]["explain"]["calls"] if "explanations" in c]
+    save5 = entry["explanations"]["offers"]["considered"][0]
+    assert save5["rejected"] == ["budget exhausted: 2/2 redeemed"]
+    if backend == "redis":
+        direct = redis.Redis.from_url(url, decode_responses=True)
+        key = keys.offer_redemptions("save5")
+        assert direct.zrange(key, 0, -1) == ["O-1", "O-3"]
+        assert 0 < direct.ttl(key) <= 400 * 86400
+        direct.close()
+
+
+async def test_budget_counts_from_other_processes_are_refreshed_in_the_background(
+    gateway, tmp_path, redis_url
+):
+    url = eventkit.fresh_redis_url(redis_url)
+    client = await start(gateway, tmp_path, BUDGETED, "redis", url, budget_refresh_s=0.05)
+    assert plugin_of(client).redemptions.count("rare") == 0
+    # a worker in another process counts a redemption of "rare"
+    worker = Redemptions({"rare": 1}, url, ttl_s=60)
+    await worker.record("rare", "O-9", time.time())
+    await worker.close()
+    deadline = time.monotonic() + 5
+    while plugin_of(client).redemptions.count("rare") != 1:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    block = await decide(client, "v1", params={"offers": ["rare", "plain"]})
+    assert block["offer"]["id"] == "plain"
