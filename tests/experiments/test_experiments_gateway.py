@@ -135,7 +135,7 @@ async def test_arms_exposures_and_attribution_end_to_end(
         assert arm["revenue"] == pytest.approx(expected[name]["revenue"])
     assert arms["default"]["control"] and arms["default"]["lift"] is None
     assert arms["ten-off"]["lift"]["conversion_rate_difference"]["estimate"] == pytest.approx(
-        arms["ten-off"]["conversion_rate"] - arms["default"]["conversion_rate"], abs=1e-6
+        arms["ten-off"]["conversion_rate"] - arms["default"]["conversion_rate"], abs=2e-6
     )
     assert results["sample_ratio"] is not None
     for path, headers, status in (
@@ -219,3 +219,62 @@ async def test_decisions_go_on_when_redis_is_down_and_exposures_are_written_late
     await runner.flush()  # the queued exposures were kept
     counts = (await runner.store.arm_counts(["hero-test"]))["hero-test"]
     assert sum(arm.exposed for arm in counts.values()) == 5
+
+
+async def test_offer_arms_through_the_offers_plugin(gateway, tmp_path):
+    """The offers plugin honours the arms' params: a forced offer, a pool, the holdout."""
+    from jg_offers.plugin import OffersPlugin
+
+    catalog = tmp_path / "offers.toml"
+    catalog.write_text(
+        """
+[[offers]]
+id = "a-offer"
+kind = "discount"
+title = "A"
+priority = 20
+
+[[offers]]
+id = "b-offer"
+kind = "discount"
+title = "B"
+priority = 10
+
+[[offers]]
+id = "c-offer"
+kind = "discount"
+title = "C"
+priority = 5
+""",
+        encoding="utf-8",
+    )
+    text = """
+[[experiment]]
+id = "offers-test"
+slot = "hero"
+holdout = 0.25
+[[experiment.arms]]
+name = "control"
+[[experiment.arms]]
+name = "forced-b"
+params = { offer_id = "b-offer" }
+[[experiment.arms]]
+name = "pool-c"
+params = { offers = ["c-offer"] }
+"""
+    client = await gateway(
+        extra_plugins=[("offers", OffersPlugin())],
+        plugin={"offers": {"catalog": str(catalog)}},
+        experiments={"file": write_experiments(tmp_path, text)},
+    )
+    expected = {"control": "a-offer", "forced-b": "b-offer", "pool-c": "c-offer"}
+    seen = set()
+    for index in range(60):
+        (hero, _) = (await decide(client, f"offers-{index}"))["blocks"]
+        arm = hero["tracking"]["arm"]
+        seen.add(arm)
+        if arm == "holdout":
+            assert hero["source"] == "fallback" and hero["offer"]["id"] == "free-delivery"
+        else:
+            assert hero["source"] == "offers" and hero["offer"]["id"] == expected[arm]
+    assert seen == {*expected, "holdout"}
