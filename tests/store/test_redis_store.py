@@ -44,3 +44,11 @@ async def test_unreachable_redis_raises_store_unavailable_quickly():
         await store.load_visitor("v1", "s1", page_view="A")
     assert await store.ping() is False
     await store.close()
+
+
+async def test_bulk_profile_updates_set_the_profile_ttl(redis_url, redis_client, visitor_id):
+    store = open_store(StoreConfig(redis_url=redis_url, profile_ttl_s=1000), "redis")
+    await store.update_profiles([(f"{visitor_id}-{i}", {"persona": "p"}) for i in range(3)])
+    await store.close()
+    for i in range(3):
+        assert 0 < redis_client.ttl(keys.profile(f"{visitor_id}-{i}")) <= 1000
