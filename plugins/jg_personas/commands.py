@@ -46,15 +46,13 @@ def format_table(model: PersonaModel) -> str:
     """The personas with their customers, share and feature medians, one line each."""
     total = sum(persona.customers for persona in model.personas)
     width = max(len("persona"), *(len(persona.name) for persona in model.personas))
-    labels = [feature.label for feature in FEATURES]
-    header = f"{'persona':<{width}}  {'customers':>9}  {'share':>6}  " + "  ".join(
-        f"{label:>11}" for label in labels
-    )
-    rows = [header]
+    widths = [max(len(feature.label), 7) for feature in FEATURES]
+    labels = "  ".join(f"{f.label:>{w}}" for f, w in zip(FEATURES, widths, strict=True))
+    rows = [f"{'persona':<{width}}  customers   share  {labels}"]
     for persona in model.personas:
         figures = "  ".join(
-            f"{persona.medians[feature.name]:>11.{2 if feature.name == 'return_rate' else 1}f}"
-            for feature in FEATURES
+            f"{persona.medians[f.name]:>{w}.{2 if f.name == 'return_rate' else 1}f}"
+            for f, w in zip(FEATURES, widths, strict=True)
         )
         share = f"{persona.customers / total:.1%}"
         rows.append(f"{persona.name:<{width}}  {persona.customers:>9}  {share:>6}  {figures}")

@@ -6,9 +6,9 @@ for a customer the model has not seen, the nearest centroid of the profile's agg
 (numpy over at most 8 centroids and 6 features: microseconds). It returns
 
 * ``segment``: the first rule segment that matches (``[plugin.personas] segments``), else the
-  persona id (None for a visitor with neither);
+  persona id (left unset for a visitor with neither);
 * ``persona``: the persona id, e.g. ``"high-value-wide-range"`` (None when unknown);
-* ``segments``: every matching rule segment, in rule order.
+* ``segments``: every matching rule segment, in rule order (a list, maybe empty).
 
 Other plugins (offer eligibility) read ``context.visitor.segment`` and
 ``context.visitor.attributes["persona"]`` / ``["segments"]``.
@@ -41,9 +41,9 @@ def visitor_segments(
     segments: Sequence[Segment],
     profile: Mapping[str, Any],
     now: float,
-) -> dict[str, Any] | None:
+) -> dict[str, Any]:
     """The persona and segments of a stored profile (see the module docstring), with an
-    ``explain`` entry; None when the visitor has neither."""
+    ``explain`` entry when the visitor has either."""
     values: dict[str, Any] = profile_features(profile, now)
     stored = profile.get("persona")
     persona: str | None = None
@@ -56,17 +56,16 @@ def visitor_segments(
             persona, source, version = nearest.id, "nearest_centroid", model.version
     values["persona"] = persona
     matches = matching(segments, values)
-    if persona is None and not matches:
-        return None
-    explain: dict[str, Any] = {"segments": matches, "figures": values}
-    if persona is not None:
-        explain["persona"] = {"id": persona, "source": source, "model": version}
-    return {
-        "segment": matches[0] if matches else persona,
-        "persona": persona,
-        "segments": matches,
-        "explain": explain,
-    }
+    result: dict[str, Any] = {"persona": persona, "segments": matches}
+    segment = matches[0] if matches else persona
+    if segment is not None:  # None would hide a segment another plugin sets
+        result["segment"] = segment
+        result["explain"] = {
+            "persona": {"id": persona, "source": source, "model": version},
+            "segments": matches,
+            "figures": values,
+        }
+    return result
 
 
 class PersonasPlugin:
@@ -89,7 +88,7 @@ class PersonasPlugin:
         log.info("personas: %s (%d personas)", path.name, len(self.model.personas))
 
     @hookimpl
-    def journeygate_enrich_visitor(self, context: DecisionContext) -> dict[str, Any] | None:
+    def journeygate_enrich_visitor(self, context: DecisionContext) -> dict[str, Any]:
         return visitor_segments(
             self.model, self.settings.segments, context.stored.profile, time.time()
         )
