@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 import time
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from journeygate.store import StoreUnavailable, open_store
 
 ASSIGNMENTS_FILE = "assignments.csv"
 PROFILE_CHUNK = 500  # visitors per pipelined round trip
+WRITE_TIMEOUT_MS = 10_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +66,13 @@ async def write_profiles(
 ) -> None:
     """Set ``persona`` and ``persona_model`` on every customer's profile, in chunks of
     ``PROFILE_CHUNK`` visitors per round trip."""
-    store = open_store(config.store, config.store_backend, config.events)
+    # The decide path's store timeout is tens of milliseconds; a bulk write may take longer.
+    timeout_ms = max(config.store.timeout_ms, WRITE_TIMEOUT_MS)
+    store = open_store(
+        dataclasses.replace(config.store, timeout_ms=timeout_ms),
+        config.store_backend,
+        config.events,
+    )
     try:
         for start in range(0, len(assignments), PROFILE_CHUNK):
             chunk = assignments[start : start + PROFILE_CHUNK]
