@@ -132,10 +132,14 @@ def segment_command(args: argparse.Namespace, config: AppConfig) -> int:
         )
         return 0
     pairs = list(zip(assignments["visitor_id"], assignments["persona"], strict=True))
+    started = time.perf_counter()
     try:
         asyncio.run(write_profiles(config, pairs, path.name))
     except StoreUnavailable as exc:
         print(f"journeygate segment: profiles not written: {exc}", file=sys.stderr)
         return 1
-    print(f"persona written to {len(pairs)} profiles (field persona, persona_model {path.name})")
+    print(
+        f"persona written to {len(pairs)} profiles in {time.perf_counter() - started:.2f} s "
+        f"(fields persona, persona_model = {path.name})"
+    )
     return 0

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import tomllib
+
 import pytest
 
 from jg_personas.segments import DEFAULT_SEGMENTS, matching, parse_segments
 from jg_personas.settings import PersonaSettings
+from journeygate.config import PROJECT_ROOT
 
 WHERE = "plugin.personas.segments"
 
@@ -114,3 +117,10 @@ def test_unknown_settings_are_rejected():
         PersonaSettings.from_mapping({"segmnets": []})
     with pytest.raises(ValueError, match=r"^plugin.personas.artifacts: expected a directory"):
         PersonaSettings.from_mapping({"artifacts": 3})
+
+
+def test_the_commented_config_section_shows_the_defaults():
+    text = (PROJECT_ROOT / "config" / "journeygate.toml").read_text(encoding="utf-8")
+    block = text[text.index("# [plugin.personas]") :].splitlines()
+    section = tomllib.loads("\n".join(line[2:] for line in block if line.startswith("# ")))
+    assert PersonaSettings.from_mapping(section["plugin"]["personas"]) == PersonaSettings()
