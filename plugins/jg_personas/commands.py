@@ -87,7 +87,11 @@ async def write_profiles(
 
 
 def segment_command(args: argparse.Namespace, config: AppConfig) -> int:
-    settings = PersonaSettings.from_mapping(config.plugin_config(PLUGIN_NAME).settings)
+    try:
+        settings = PersonaSettings.from_mapping(config.plugin_config(PLUGIN_NAME).settings)
+    except ValueError as exc:
+        print(f"journeygate segment: {exc}", file=sys.stderr)
+        return 2
     source = (
         Path(args.file) if args.file else config.resolve_path(config.catalog.sample_interactions)
     )
@@ -118,7 +122,7 @@ def segment_command(args: argparse.Namespace, config: AppConfig) -> int:
     scores = ", ".join(f"{k}: {score:.3f}" for k, score in model.meta["silhouette"].items())
     print(
         f"{len(table)} customers of {source} (reference {reference:%Y-%m-%d %H:%M}); "
-        f"k = {model.meta['k']}, the highest mean silhouette over k = 3..8 "
+        f"k = {model.meta['k']}, the {model.meta['k_criterion']} "
         f"(on {model.meta['silhouette_sample']} customers; {scores})"
     )
     print(format_table(model))

@@ -98,7 +98,7 @@ def test_without_redis_the_personas_are_only_saved(retail_frame, tmp_path, monke
     )
 
 
-def test_errors_are_one_line(tmp_path, capsys, retail_frame):
+def test_errors_are_one_line(tmp_path, capsys, retail_frame, monkeypatch):
     readme = Path(__file__).resolve().parents[2] / "README.md"
     assert main(["segment", str(readme), "--out", str(tmp_path)]) == 2
     assert main(["segment", str(tmp_path / "missing.csv"), "--out", str(tmp_path)]) == 2
@@ -106,7 +106,10 @@ def test_errors_are_one_line(tmp_path, capsys, retail_frame):
     customers = sorted(retail_frame["CustomerID"].dropna().unique())[:5]
     retail_frame.loc[retail_frame["CustomerID"].isin(customers)].to_csv(few, index=False)
     assert main(["segment", str(few), "--out", str(tmp_path)]) == 2
+    monkeypatch.setenv("JOURNEYGATE_PLUGIN__PERSONAS__SEGMENTS", "vip")
+    assert main(["segment", "--out", str(tmp_path)]) == 2
     errors = capsys.readouterr().err
     assert "Traceback" not in errors
+    assert "plugin.personas.segments: expected a list of segment tables, got str" in errors
     assert "README.md" in errors and "missing.csv" in errors and "at least 9 are needed" in errors
     assert latest_artifact(tmp_path) is None
