@@ -34,7 +34,7 @@ from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import StandardScaler
 
 from jg_personas.features import FEATURES
-from jg_personas.model import Persona, PersonaModel
+from jg_personas.model import Persona, PersonaModel, log_transform
 
 K_RANGE = range(3, 9)
 RANDOM_STATE = 0
@@ -152,10 +152,10 @@ def fit_personas(
     and return it with every row's persona index; ``about`` (source, times) goes into the
     model's metadata."""
     names = [feature.name for feature in FEATURES]
-    log = np.array([feature.log for feature in FEATURES])
-    values = table.loc[:, names].to_numpy(dtype=float)
-    scaler = StandardScaler().fit(np.where(log, np.log1p(np.maximum(values, 0.0)), values))
-    z = scaler.transform(np.where(log, np.log1p(np.maximum(values, 0.0)), values))
+    log = [feature.log for feature in FEATURES]
+    transformed = log_transform(table.loc[:, names].to_numpy(dtype=float), log)
+    scaler = StandardScaler().fit(transformed)
+    z = scaler.transform(transformed)
     fitted, scores = choose_k(z)
     revenue = names.index("revenue")
     order = np.argsort(-fitted.cluster_centers_[:, revenue], kind="stable")
@@ -184,7 +184,7 @@ def fit_personas(
     }
     model = PersonaModel(
         features=tuple(names),
-        log=tuple(bool(flag) for flag in log),
+        log=tuple(log),
         mean=np.asarray(scaler.mean_, dtype=float),
         scale=np.asarray(scaler.scale_, dtype=float),
         personas=personas,

@@ -50,7 +50,7 @@ COUNTS = ("orders", "refunds")
 
 
 def orders_per_year(orders: float, tenure_days: float) -> float:
-    return orders * 365 / max(tenure_days, MIN_FREQUENCY_SPAN_DAYS)
+    return float(orders * 365 / max(tenure_days, MIN_FREQUENCY_SPAN_DAYS))
 
 
 def return_rate(orders: float, refunds: float) -> float:

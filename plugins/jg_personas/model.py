@@ -9,7 +9,7 @@ measured over the features it has.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,12 @@ import pandas as pd
 
 MODEL_FILE = "personas.json"
 FORMAT_VERSION = 1
+
+
+def log_transform(values: np.ndarray, log: Sequence[bool] | np.ndarray) -> np.ndarray:
+    """``log1p`` of the columns flagged in ``log`` (negative values count as 0), the others
+    unchanged: the step before standardising."""
+    return np.asarray(np.where(log, np.log1p(np.maximum(values, 0.0)), values), dtype=float)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +63,7 @@ class PersonaModel:
 
     def standardise(self, values: np.ndarray) -> np.ndarray:
         """Raw feature values (rows x ``features``) to the clustering space."""
-        transformed = np.where(self.log, np.log1p(np.maximum(values, 0.0)), values)
-        return (transformed - self.mean) / self.scale
+        return np.asarray((log_transform(values, self.log) - self.mean) / self.scale)
 
     def assign(self, table: pd.DataFrame) -> np.ndarray:
         """The persona index of every row of a feature table (all features present)."""
@@ -73,8 +78,7 @@ class PersonaModel:
         if not used:
             return None
         raw = np.array([values[self.features[i]] for i in used], dtype=float)
-        log = np.array([self.log[i] for i in used])
-        transformed = np.where(log, np.log1p(np.maximum(raw, 0.0)), raw)
+        transformed = log_transform(raw, [self.log[i] for i in used])
         z = (transformed - self.mean[used]) / self.scale[used]
         distances = ((self.centroids[:, used] - z) ** 2).sum(axis=1)
         return self.personas[int(distances.argmin())]
