@@ -33,10 +33,10 @@ from jg_recommender.training import (
     add_arguments_evaluate,
     add_arguments_train,
     evaluate_command,
-    latest_artifact,
     train_command,
 )
 from journeygate import hookimpl
+from journeygate.artifacts import latest_artifact
 from journeygate.catalog import Catalog
 from journeygate.config import AppConfig
 from journeygate.events.schema import Event

@@ -34,19 +34,23 @@ class RetailDataError(ValueError):
 def read_online_retail(path: str | Path) -> pd.DataFrame:
     """Load every line of an Online Retail file with the expected dtypes."""
     path = Path(path)
-    if path.suffix == ".parquet":
-        frame = pd.read_parquet(path)
-        frame["Description"] = frame["Description"].replace("Unknown", pd.NA)
-    else:
-        frame = pd.read_csv(
-            path,
-            dtype={"InvoiceNo": str, "StockCode": str, "Description": str, "Country": str},
-            keep_default_na=False,
-            na_values={"Description": [""], "CustomerID": [""]},
-        )
+    try:
+        if path.suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(
+                path,
+                dtype={"InvoiceNo": str, "StockCode": str, "Description": str, "Country": str},
+                keep_default_na=False,
+                na_values={"Description": [""], "CustomerID": [""]},
+            )
+    except ValueError as exc:  # pandas' and pyarrow's parse errors, undecodable bytes
+        raise RetailDataError(f"{path}: not an Online Retail file ({exc})") from exc
     missing = [column for column in COLUMNS if column not in frame.columns]
     if missing:
         raise RetailDataError(f"{path}: missing column {missing[0]!r}")
+    if path.suffix == ".parquet":
+        frame["Description"] = frame["Description"].replace("Unknown", pd.NA)
     frame["InvoiceDate"] = pd.to_datetime(frame["InvoiceDate"])
     frame["CustomerID"] = frame["CustomerID"].astype("Int64")
     return frame

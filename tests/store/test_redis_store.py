@@ -71,3 +71,11 @@ async def test_stage_history_is_capped_with_a_ttl_and_erased(redis_url, redis_cl
     # the erasure reached the global transitions stream too
     assert all(not redis_client.xrange(keys.JOURNEY_TRANSITIONS, i, i) for i in entry_ids)
     await store.close()
+
+
+async def test_bulk_profile_updates_set_the_profile_ttl(redis_url, redis_client, visitor_id):
+    store = open_store(StoreConfig(redis_url=redis_url, profile_ttl_s=1000), "redis")
+    await store.update_profiles([(f"{visitor_id}-{i}", {"persona": "p"}) for i in range(3)])
+    await store.close()
+    for i in range(3):
+        assert 0 < redis_client.ttl(keys.profile(f"{visitor_id}-{i}")) <= 1000

@@ -67,6 +67,16 @@ async def test_profile_fields_round_trip_as_json(store, visitor_id):
     assert state.profile == profile
 
 
+async def test_many_profiles_are_updated_at_once(store, visitor_id):
+    await store.update_profile(f"{visitor_id}-0", {"orders": 3})
+    updates = [(f"{visitor_id}-{i}", {"persona": f"p{i % 2}", "rank": i}) for i in range(250)]
+    await store.update_profiles([*updates, (f"{visitor_id}-empty", {})])
+    await store.update_profiles([])
+    assert await store.get_profile(f"{visitor_id}-0") == {"orders": 3, "persona": "p0", "rank": 0}
+    assert await store.get_profile(f"{visitor_id}-249") == {"persona": "p1", "rank": 249}
+    assert await store.get_profile(f"{visitor_id}-empty") is None
+
+
 async def test_returned_profile_is_a_copy(store, visitor_id):
     await store.update_profile(visitor_id, {"consents": {"email": True}})
     profile = await store.get_profile(visitor_id)

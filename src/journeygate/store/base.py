@@ -89,6 +89,12 @@ class ProfileStore(Protocol):
         """Set profile fields (JSON values) and refresh the profile's TTL."""
         ...
 
+    async def update_profiles(self, updates: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        """Set profile fields of many visitors (``(visitor_id, fields)`` pairs) in one round
+        trip, as :meth:`update_profile` does for one: for bulk writers such as
+        ``journeygate segment``, which chunk their updates."""
+        ...
+
     async def get_profile(self, visitor_id: str) -> dict[str, Any] | None:
         """The stored profile fields, or None when the visitor is unknown."""
         ...

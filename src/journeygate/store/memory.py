@@ -169,6 +169,10 @@ class MemoryProfileStore:
         visitor.profile.update(copy.deepcopy(dict(fields)))
         visitor.expires = self._clock() + self.config.profile_ttl_s
 
+    async def update_profiles(self, updates: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        for visitor_id, fields in updates:
+            await self.update_profile(visitor_id, fields)
+
     async def get_profile(self, visitor_id: str) -> dict[str, Any] | None:
         visitor = self._visitor(visitor_id, create=False)
         return copy.deepcopy(visitor.profile) if visitor and visitor.profile else None

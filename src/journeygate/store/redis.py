@@ -121,6 +121,17 @@ class RedisProfileStore:
         pipe.expire(key, self.config.profile_ttl_s)
         await self._execute(pipe)
 
+    async def update_profiles(self, updates: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        """One pipelined round trip (not a transaction: each visitor's keys are its own slot)."""
+        pipe = self.client.pipeline(transaction=False)
+        for visitor_id, fields in updates:
+            if fields:
+                key = keys.profile(visitor_id)
+                pipe.hset(key, mapping={name: json.dumps(value) for name, value in fields.items()})
+                pipe.expire(key, self.config.profile_ttl_s)
+        if len(pipe):
+            await self._execute(pipe)
+
     async def get_profile(self, visitor_id: str) -> dict[str, Any] | None:
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(keys.profile(visitor_id))
