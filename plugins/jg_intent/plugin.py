@@ -46,7 +46,7 @@ class IntentPlugin:
 
     @hookimpl
     def journeygate_enrich_visitor(self, context: DecisionContext) -> dict[str, Any]:
-        return evaluate(self.settings, context)
+        return evaluate(self.settings, context, explain=context.request.explain)
 
     @hookimpl
     async def journeygate_observe_decision(
@@ -68,16 +68,15 @@ class IntentPlugin:
         )
 
 
-def evaluate(settings: IntentSettings, context: DecisionContext) -> dict[str, Any]:
-    """Stage, intent tier and score of one decision, with ``explain`` showing every step."""
+def evaluate(settings: IntentSettings, context: DecisionContext, explain: bool) -> dict[str, Any]:
+    """Stage, intent tier and score of one decision, with ``explain`` showing every step (only
+    when ``explain``: the pipeline shows it only to requests that ask)."""
     values = signal_values(context)
-    score, tier, contributions = score_intent(settings, values)
+    score, tier, contributions = score_intent(settings, values, explain)
     stage = journey_stage(settings, context, tier, values)
-    return {
-        "stage": stage["stage"],
-        "intent": tier,
-        "intent_score": score,
-        "explain": {
+    result: dict[str, Any] = {"stage": stage["stage"], "intent": tier, "intent_score": score}
+    if explain:
+        result["explain"] = {
             "intent": contributions,
             "intent_score": score,
             "thresholds": {
@@ -85,5 +84,5 @@ def evaluate(settings: IntentSettings, context: DecisionContext) -> dict[str, An
                 "ready_to_buy": settings.ready_to_buy_threshold,
             },
             "stage": {"rule": stage["rule"], "because": stage["because"]},
-        },
-    }
+        }
+    return result

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
@@ -75,6 +76,11 @@ class IntentSettings:
     retention_min_orders: int = 1
     advocacy_min_orders: int = 3
     advocacy_min_sentiment: float = 0.5
+
+    @cached_property
+    def terms(self) -> tuple[tuple[str, float | None, float], ...]:
+        """(signal, cap, weight) in signal order, looked up once for the scoring loop."""
+        return tuple((name, self.caps.get(name), self.weights[name]) for name in SIGNALS)
 
     @classmethod
     def from_mapping(cls, settings: Mapping[str, Any]) -> IntentSettings:
@@ -167,28 +173,28 @@ def signal_values(context: DecisionContext) -> dict[str, float]:
 
 
 def score_intent(
-    settings: IntentSettings, values: Mapping[str, float]
+    settings: IntentSettings, values: Mapping[str, float], explain: bool
 ) -> tuple[float, str, list[dict[str, Any]]]:
-    """The intent score, its tier, and each signal's contribution (they sum to the score)."""
+    """The intent score, its tier, and each signal's contribution (they sum to the score;
+    listed only when ``explain``, as building them costs more than the score itself)."""
     contributions: list[dict[str, Any]] = []
     score = 0.0
-    for name in SIGNALS:
+    for name, cap, weight in settings.terms:
         value = values.get(name, 0.0)
-        cap = settings.caps.get(name)
-        if cap is not None:
-            value = min(value, cap)
-        weight = settings.weights[name]
+        if cap is not None and value > cap:
+            value = cap
         contribution = round(value * weight, 6)
         score += contribution
-        entry: dict[str, Any] = {
-            "signal": name,
-            "value": value,
-            "weight": weight,
-            "contribution": contribution,
-        }
-        if cap is not None:
-            entry["cap"] = cap
-        contributions.append(entry)
+        if explain:
+            entry: dict[str, Any] = {
+                "signal": name,
+                "value": value,
+                "weight": weight,
+                "contribution": contribution,
+            }
+            if cap is not None:
+                entry["cap"] = cap
+            contributions.append(entry)
     score = round(score, 6)
     if score >= settings.ready_to_buy_threshold:
         tier = READY_TO_BUY

@@ -125,6 +125,9 @@ class RecommenderPlugin:
         self._cache_model: HybridRecommender | None = None
         self._families: dict[str, str] = {}  # product id -> title family, built as needed
         self._cache: OrderedDict[tuple[Any, ...], Ranking] = OrderedDict()
+        # A cached ranking after the rules, per (model call, category filter, length): the
+        # rules depend on nothing else, and the same product pages come back all the time.
+        self._ruled: dict[tuple[Any, ...], tuple[Candidate, ...]] = {}
         self.interactions: InteractionLog | None = None
         # Set when this process serves slots: the pipeline asks for the strategies before
         # startup (hookspecs), the event worker never does.
@@ -242,8 +245,7 @@ class RecommenderPlugin:
                     for item in chunk
                 }
             )
-            if self._cache_model is not model:
-                self._cache_model, self._cache = model, OrderedDict()
+            self._use_caches_of(model)
             self._cache.update(rankings)
         log.info("recommender: similar items of %d products cached", len(items))
 
@@ -275,13 +277,17 @@ class RecommenderPlugin:
         call = self._model_call(model, context, slot, wanted)
         if call is None:
             return None
-        if self._cache_model is not model:
-            self._cache_model, self._cache = model, OrderedDict()
+        self._use_caches_of(model)
         ranking = self._cache.get(call.key)
         if ranking is None:
             return self._score_and_cache(model, call, slot, context)
         self._cache.move_to_end(call.key)
-        return self._apply_rules(ranking, slot, context)
+        return self._apply_rules(model, call, ranking, slot, context)
+
+    def _use_caches_of(self, model: HybridRecommender) -> None:
+        """Start empty caches when ``model`` is not the one they were filled from."""
+        if self._cache_model is not model:
+            self._cache_model, self._cache, self._ruled = model, OrderedDict(), {}
 
     async def _score_and_cache(
         self, model: HybridRecommender, call: ModelCall, slot: SlotRequest, context: DecisionContext
@@ -293,7 +299,7 @@ class RecommenderPlugin:
             self._cache[call.key] = ranking
             if len(self._cache) > self.settings.cache_size:
                 self._cache.popitem(last=False)
-        return self._apply_rules(ranking, slot, context)
+        return self._apply_rules(model, call, ranking, slot, context)
 
     def _model_call(
         self, model: HybridRecommender, context: DecisionContext, slot: SlotRequest, n: int
@@ -354,15 +360,33 @@ class RecommenderPlugin:
         ]
 
     def _apply_rules(
-        self, ranking: Ranking, slot: SlotRequest, context: DecisionContext
+        self,
+        model: HybridRecommender,
+        call: ModelCall,
+        ranking: Ranking,
+        slot: SlotRequest,
+        context: DecisionContext,
     ) -> list[Candidate]:
         """Business rules after scoring: category filter and per-block diversity. Exclusion of
         the cart, the page's product, unavailable products and repeats across blocks is done
         by the pipeline for every plugin; enough candidates are kept for it to have room."""
         category = slot.params.get("category")
-        cap = self.settings.max_per_family
         page_slots = sum(s.limit for s in context.request.slots if s.kind == "recommendations")
         enough = slot.limit + page_slots + len(context.context.cart) + 1
+        key = (call.key, category, enough)
+        kept = self._ruled.get(key)
+        if kept is None:
+            kept = self._diversify(ranking, category, enough)
+            if self.settings.cache_size and self._cache_model is model:
+                if len(self._ruled) >= self.settings.cache_size:
+                    del self._ruled[next(iter(self._ruled))]  # the oldest entry
+                self._ruled[key] = kept
+        return list(kept)
+
+    def _diversify(self, ranking: Ranking, category: Any, enough: int) -> tuple[Candidate, ...]:
+        """The first ``enough`` available products of ``ranking`` in ``category`` (when given),
+        at most ``max_per_family`` of one title family."""
+        cap = self.settings.max_per_family
         families: dict[str, int] = {}
         kept: list[Candidate] = []
         for product_id, score, reason in ranking:
@@ -380,4 +404,4 @@ class RecommenderPlugin:
             kept.append(Candidate(product_id, score=score, reason=reason))
             if len(kept) >= enough:
                 break
-        return kept
+        return tuple(kept)

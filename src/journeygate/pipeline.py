@@ -54,6 +54,9 @@ SLOT_HOOKS = (
     "journeygate_postprocess_block",
     "journeygate_render_block",
 )
+# Hook results that are never awaitable: checking their type first skips the slower
+# isawaitable test (an ABC instance check) on every call.
+PLAIN_RESULTS = frozenset({list, dict, str, tuple, type(None)})
 DECISION_HOOKS = (
     "journeygate_enrich_visitor",
     "journeygate_candidates",
@@ -140,6 +143,7 @@ class Pipeline:
         self._background: set[asyncio.Task[None]] = set()
         self._last_warning: dict[tuple[str, ...], float] = {}
         self._slots_concurrent = True
+        self._concurrent_hooks: frozenset[str] = frozenset()
         self._item_bases: dict[str, dict[str, Any]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -180,6 +184,12 @@ class Pipeline:
             if self.pm.has_plugin(name):
                 self.pm.unregister(name=name)
         self._impls = {name: self._prepare(name) for name in DECISION_HOOKS}
+        self._concurrent_hooks = frozenset(
+            name
+            for name, impls in self._impls.items()
+            if len(impls) > 1
+            and any(impl.offloaded or inspect.iscoroutinefunction(impl.function) for impl in impls)
+        )
         self._slots_concurrent = any(
             impl.offloaded or inspect.iscoroutinefunction(impl.function)
             for name in SLOT_HOOKS
@@ -229,7 +239,7 @@ class Pipeline:
         return True
 
     def _invoke(self, impl: _Impl, kwargs: Mapping[str, Any]) -> Any:
-        return impl.function(*(kwargs[name] for name in impl.argnames))
+        return impl.function(*map(kwargs.__getitem__, impl.argnames))
 
     # -- calling one implementation ------------------------------------------------------
 
@@ -259,7 +269,7 @@ class Pipeline:
                     )
             else:
                 result = self._invoke(impl, kwargs)
-                if inspect.isawaitable(result):
+                if type(result) not in PLAIN_RESULTS and inspect.isawaitable(result):
                     remaining = budget - (time.perf_counter() - started)
                     async with asyncio.timeout(max(remaining, 0)):
                         result = await result
@@ -342,11 +352,14 @@ class Pipeline:
         trace: list[dict[str, Any]] | None,
         slot: str | None = None,
     ) -> list[CallOutcome]:
-        """Run every implementation concurrently; outcomes come back in call order."""
+        """Run every implementation, concurrently when one of them can wait (a coroutine or
+        offloaded function); outcomes come back in call order. Synchronous implementations
+        are called one after the other: a task each would add overhead and no concurrency."""
         impls = self._impls[hook]
-        if not impls:
-            return []
-        return list(await asyncio.gather(*(self.call(i, hook, kwargs, trace, slot) for i in impls)))
+        calls = (self.call(impl, hook, kwargs, trace, slot) for impl in impls)
+        if hook in self._concurrent_hooks:
+            return list(await asyncio.gather(*calls))
+        return [await call for call in calls]
 
     # -- one decision -----------------------------------------------------------------------
 
@@ -527,20 +540,26 @@ class Pipeline:
         in the cart, on the page or in another block of this page (``shown``, which this
         updates; slots claim products in the order their answers arrive), at most
         ``slot.limit``."""
-        excluded = set(context.context.cart_product_ids) | shown
-        if context.context.page.product_id:
-            excluded.add(context.context.page.product_id)
+        request = context.context
+        excluded = {item.product_id for item in request.cart}
+        excluded.update(shown)
+        if request.page.product_id:
+            excluded.add(request.page.product_id)
+        bases = self._item_bases
         items: list[dict[str, Any]] = []
         for candidate in candidates:
             if not isinstance(candidate, Candidate):
                 continue
-            product = self.catalog.get(candidate.product_id)
-            if product is None or not product.available or product.product_id in excluded:
+            product_id = candidate.product_id
+            if product_id in excluded:
                 continue
-            excluded.add(product.product_id)
-            base = self._item_bases.get(product.product_id)
+            base = bases.get(product_id)
             if base is None:
-                base = self._item_bases[product.product_id] = self._item_base(product)
+                product = self.catalog.get(product_id)
+                if product is None or not product.available:
+                    continue
+                base = bases[product_id] = self._item_base(product)
+            excluded.add(product_id)
             item = {**base, "score": round(float(candidate.score), 6)}
             if candidate.reason:
                 item["reason"] = candidate.reason

@@ -22,6 +22,7 @@ from journeygate.errors import (
 )
 from journeygate.model import (
     CHANNELS,
+    EMPTY,
     PAGE_TYPES,
     SLOT_KINDS,
     CartItem,
@@ -54,7 +55,8 @@ class Limits:
 
 
 def _object(value: Any, field: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
+    # JSON objects arrive as dicts: the exact type test skips the slower ABC check.
+    if type(value) is not dict and not isinstance(value, Mapping):
         raise InvalidRequest(f"{field or 'body'} must be an object", field or None)
     return value
 
@@ -63,6 +65,8 @@ def _text(
     data: Mapping[str, Any], key: str, field: str, required: bool = False, max_len: int = MAX_TEXT
 ) -> str | None:
     value = data.get(key)
+    if type(value) is str and len(value) <= max_len:  # the usual case, tested first
+        return value
     if value is None:
         if required:
             raise InvalidRequest(f"{field} is required", field)
@@ -176,7 +180,7 @@ def _context(value: Any) -> RequestContext:
         device=_text(data, "device", "context.device", max_len=64),
         locale=_text(data, "locale", "context.locale", max_len=35),
         referrer=_text(data, "referrer", "context.referrer"),
-        utm=MappingProxyType(utm),
+        utm=MappingProxyType(utm) if utm else EMPTY,
     )
 
 
@@ -214,7 +218,7 @@ def _slot(value: Any, index: int, limits: Limits) -> SlotRequest:
         limit=_integer(data, "limit", f"{where}.limit", limits.default_limit, 1, limits.max_limit),
         template=template,
         plugin=plugin,
-        params=MappingProxyType(dict(params)),
+        params=MappingProxyType(dict(params)) if params else EMPTY,
     )
 
 
