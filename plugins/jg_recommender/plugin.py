@@ -26,19 +26,19 @@ from typing import Any
 
 from threadpoolctl import threadpool_limits
 
-from jg_recommender.encoder import MicroBatchEncoder
 from jg_recommender.interaction_log import InteractionLog
 from jg_recommender.model import HybridRecommender
 from jg_recommender.training import (
     add_arguments_evaluate,
     add_arguments_train,
     evaluate_command,
-    latest_artifact,
     train_command,
 )
 from journeygate import hookimpl
+from journeygate.artifacts import latest_artifact
 from journeygate.catalog import Catalog
 from journeygate.config import AppConfig
+from journeygate.encoder import MicroBatchEncoder
 from journeygate.events.schema import Event
 from journeygate.model import Candidate, DecisionContext, SlotRequest
 

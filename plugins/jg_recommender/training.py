@@ -1,23 +1,13 @@
-"""Training runs, versioned artifacts and the ``journeygate train`` / ``evaluate`` commands.
-
-Artifacts live in ``<out>/<YYYYmmddTHHMMSS>-<hash>/`` (UTC time, first 8 hex digits of the
-SHA-256 of ``arrays.npz`` and ``meta.json``). ``<out>/CURRENT`` holds the name of the artifact
-to serve. It is replaced atomically (temporary file + ``os.replace``) only once the directory
-is complete, so a gateway polling it never sees a half-written model.
-"""
+"""Training runs, versioned artifacts (:mod:`journeygate.artifacts`) and the ``journeygate
+train`` / ``evaluate`` commands."""
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
-import os
-import shutil
 import sys
 import time
-import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +22,15 @@ from jg_recommender.evaluation import (
 )
 from jg_recommender.interaction_log import load_logged_interactions
 from jg_recommender.model import (
-    ARRAYS_FILE,
-    META_FILE,
     HybridRecommender,
     RecommenderParams,
     product_embeddings,
 )
+from journeygate import artifacts
+from journeygate.artifacts import CURRENT
 from journeygate.catalog import Product, load_catalog
 from journeygate.config import AppConfig
 
-CURRENT = "CURRENT"
 DEFAULT_ARTIFACTS = "var/models/recommender"
 EMBEDDING_CACHE = "var/cache/recommender"
 DEFAULT_INTERACTIONS = "var/interactions"
@@ -50,43 +39,9 @@ PLUGIN_NAME = "recommender"
 log = logging.getLogger(__name__)
 
 
-def latest_artifact(out_root: Path) -> Path | None:
-    """The artifact directory ``CURRENT`` names, or None when there is none (yet)."""
-    try:
-        name = (out_root / CURRENT).read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        return None
-    path = out_root / name
-    return path if name and path.is_dir() else None
-
-
-def _digest(directory: Path) -> str:
-    """First 8 hex digits of the SHA-256 of the artifact's files (arrays and metadata)."""
-    digest = hashlib.sha256()
-    for name in (ARRAYS_FILE, META_FILE):
-        with (directory / name).open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()[:8]
-
-
 def publish(model: HybridRecommender, out_root: Path, metrics: Mapping[str, Any] | None) -> Path:
     """Write ``model`` as a new artifact directory and point ``CURRENT`` at it."""
-    out_root.mkdir(parents=True, exist_ok=True)
-    staging = out_root / f".staging-{uuid.uuid4().hex}"
-    try:
-        model.save(staging, metrics)
-        name = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{_digest(staging)}"
-        final = out_root / name
-        if not final.exists():  # else: an identical artifact, written within the same second
-            staging.rename(final)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    pointer = out_root / f".{CURRENT}-{uuid.uuid4().hex}"
-    pointer.write_text(name + "\n", encoding="utf-8")
-    os.replace(pointer, out_root / CURRENT)
-    return final
+    return artifacts.publish(lambda directory: model.save(directory, metrics), out_root)
 
 
 def events_data(

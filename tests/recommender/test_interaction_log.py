@@ -27,6 +27,7 @@ from jg_recommender.interaction_log import (
 from jg_recommender.model import HybridRecommender
 from jg_recommender.plugin import RecommenderPlugin
 from journeygate import appkeys
+from journeygate.artifacts import latest_artifact
 from journeygate.catalog import build_catalog, write_catalog
 from journeygate.events.replay import replay
 from journeygate.events.retail_events import retail_events, select_lines, write_events
@@ -132,7 +133,7 @@ async def test_events_are_logged_and_train_a_model(
     out = tmp_path / "models"
     args = parser.parse_args(["--from-events", str(log_dir), "--out", str(out)])
     assert training.train_command(args, client.app[appkeys.CONFIG]) == 0
-    artifact = training.latest_artifact(out)
+    artifact = latest_artifact(out)
     assert artifact is not None and artifact.name in capsys.readouterr().out
     model = HybridRecommender.load(artifact)
     assert all(model.has_user(str(c)) for c in customers)

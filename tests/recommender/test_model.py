@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 
 from jg_recommender import training
-from jg_recommender.encoder import encode_texts
 from jg_recommender.interactions import (
     EVENT_WEIGHTS,
     confidence_matrix,
@@ -22,8 +21,10 @@ from jg_recommender.interactions import (
     from_online_retail,
 )
 from jg_recommender.model import HybridRecommender, RecommenderParams, blend
+from journeygate.artifacts import latest_artifact
 from journeygate.catalog import Product
 from journeygate.config import AppConfig
+from journeygate.encoder import encode_texts
 
 Data = tuple[pd.DataFrame, list[Product]]
 
@@ -277,26 +278,26 @@ def test_train_publishes_versioned_artifacts(
     sample_slice: Path, embedding_cache: Path, tmp_path: Path, sample_embeddings: np.ndarray
 ) -> None:
     out = tmp_path / "models"
-    assert training.latest_artifact(out) is None
+    assert latest_artifact(out) is None
     first = training.train(sample_slice, out, cache_dir=embedding_cache)
-    assert training.latest_artifact(out) == first
+    assert latest_artifact(out) == first
     assert re.fullmatch(r"\d{8}T\d{6}-[0-9a-f]{8}", first.name)
     second = training.train(
         sample_slice, out, RecommenderParams(factors=32), cache_dir=embedding_cache
     )
     assert second != first and first.is_dir()
     assert (out / "CURRENT").read_text().strip() == second.name
-    assert training.latest_artifact(out) == second
+    assert latest_artifact(out) == second
     assert HybridRecommender.load(second).params.factors == 32
     assert sorted(p.name for p in out.iterdir()) == sorted(["CURRENT", first.name, second.name])
     (out / "CURRENT").write_text("gone\n")
-    assert training.latest_artifact(out) is None
+    assert latest_artifact(out) is None
 
 
 def test_publish_names_artifacts_by_content(fitted: HybridRecommender, tmp_path: Path) -> None:
     first = training.publish(fitted, tmp_path, {"run": 1})
     second = training.publish(fitted, tmp_path, {"run": 2})  # same arrays, other metadata
-    assert first != second and training.latest_artifact(tmp_path) == second
+    assert first != second and latest_artifact(tmp_path) == second
     assert HybridRecommender.load(first).meta["metrics"] == {"run": 1}
     again = training.publish(fitted, tmp_path, {"run": 2})  # identical content
     assert again.name.split("-")[1] == second.name.split("-")[1]
@@ -319,7 +320,7 @@ def test_train_command(
     out = tmp_path / "models"
     args = parser.parse_args(["--source", str(sample_slice), "--out", str(out), "--evaluate"])
     assert training.train_command(args, config) == 0
-    artifact = training.latest_artifact(out)
+    artifact = latest_artifact(out)
     assert artifact is not None and artifact.name in capsys.readouterr().out
     metrics = HybridRecommender.load(artifact).meta["metrics"]
     assert set(metrics["ndcg@10"]) == {"next", "discovery"}

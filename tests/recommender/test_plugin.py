@@ -15,7 +15,8 @@ from jg_recommender.plugin import (
     RecommenderSettings,
     title_family,
 )
-from jg_recommender.training import latest_artifact, publish
+from jg_recommender.training import publish
+from journeygate.artifacts import latest_artifact
 
 
 @pytest.fixture
