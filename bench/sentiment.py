@@ -16,15 +16,15 @@ What runs
     sentence used once in the whole run, so neither caching nor de-duplication helps.
 
 What is measured
-    After a warm-up of both paths, for each concurrency in ``--concurrency`` (default 1, 8
-    and 32): N closed-loop clients share ``--requests`` feedbacks per mode. Reported per mode:
+    After a warm-up of both paths, for each concurrency in ``--concurrency`` (default 1, 4
+    and 16): N closed-loop clients share ``--requests`` feedbacks per mode. Reported per mode:
     latency p50/p95 per feedback around the ``await`` (queueing + scoring), throughput, CPU
     cost per feedback (wall time / feedbacks, the figure that decides capacity on a 2-core
     box) and, for the micro-batcher, the mean batch size (sentences per forward pass).
     Target: p50 < 20 ms per feedback on 2 cores through the micro-batching path.
 
 Usage
-    .venv/bin/python bench/sentiment.py [--requests 120] [--concurrency 1 8 32] [--json PATH]
+    .venv/bin/python bench/sentiment.py [--requests 120] [--concurrency 1 4 16] [--json PATH]
     (needs a trained model: ``journeygate train-sentiment --no-evaluate``)
 
 Exit status: 0 when the benchmark ran, whether or not the target was met.
@@ -161,7 +161,7 @@ def table(results: list[dict[str, Any]]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=120, help="feedbacks per mode and level")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--max-batch", type=int, default=64)
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
@@ -174,7 +174,9 @@ def main() -> int:
         raise SystemExit(f"no model in {args.artifacts}: run `journeygate train-sentiment`")
     model = SentimentModel.load(path)
     print(f"model {path.name}; {os.cpu_count()} CPUs visible; {args.workers} executor threads")
+    print(f"load average before: {os.getloadavg()[0]:.2f} (other processes skew every figure)")
     results = asyncio.run(run(args, model))
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
     print(table(results))
     micro = [r for r in results if r["mode"] == "micro-batch"]
     for row in micro:
