@@ -99,6 +99,7 @@ async def test_feedback_is_scored_in_process_and_decisions_see_it(
     )
     assert response.status == 202
     answer = await decide(client, visitor_id)
+    response_validator(document, 200, "/v1/decide").validate(answer)
     assert answer["visitor"]["feedback_label"] == "negative"
     assert answer["visitor"]["sentiment"] < visitor["sentiment"]
     assert "service" in answer["visitor"]["feedback_themes"]
