@@ -17,8 +17,9 @@ What runs
 
 What is measured
     After a warm-up of both paths, for each concurrency in ``--concurrency`` (default 1, 4
-    and 16): N closed-loop clients share ``--requests`` feedbacks per mode. Reported per mode:
-    latency p50/p95 per feedback around the ``await`` (queueing + scoring), throughput, CPU
+    and 16): N closed-loop clients share ``--requests`` feedbacks per mode, sent in
+    ``--rounds`` rounds that alternate the modes (the shared box's load drifts). Reported per
+    mode: latency p50/p95 per feedback around the ``await`` (queueing + scoring), throughput,
     cost per feedback (wall time / feedbacks, the figure that decides capacity on a 2-core
     box) and, for the micro-batcher, the mean batch size (sentences per forward pass).
     Target: p50 < 20 ms per feedback on 2 cores through the micro-batching path.
@@ -76,8 +77,8 @@ def make_feedback(count: int, seed: int) -> list[str]:
     return feedback
 
 
-async def drive(score: Score, texts: Sequence[str], concurrency: int) -> dict[str, float]:
-    """Closed loop: ``concurrency`` clients share ``texts``; latency and throughput."""
+async def drive(score: Score, texts: Sequence[str], concurrency: int) -> tuple[list[float], float]:
+    """Closed loop: ``concurrency`` clients share ``texts``; each latency and the wall time."""
     queue = list(reversed(texts))
     latencies: list[float] = []
 
@@ -90,22 +91,27 @@ async def drive(score: Score, texts: Sequence[str], concurrency: int) -> dict[st
 
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
+    return latencies, time.perf_counter() - started
+
+
+def summary(latencies: list[float], seconds: float) -> dict[str, float]:
     ms = np.asarray(latencies) * 1000.0
     return {
-        "concurrency": concurrency,
         "feedbacks": len(latencies),
-        "per_s": len(latencies) / elapsed,
-        "cost_ms": elapsed * 1000.0 / len(latencies),
+        "per_s": len(latencies) / seconds,
+        "cost_ms": seconds * 1000.0 / len(latencies),
         "p50_ms": float(np.percentile(ms, 50)),
         "p95_ms": float(np.percentile(ms, 95)),
     }
 
 
 async def run(args: argparse.Namespace, model: SentimentModel) -> list[dict[str, Any]]:
+    """Per concurrency level, ``--rounds`` rounds that alternate the two modes (so a change
+    in the machine's load hits both alike), pooled per mode."""
     loop = asyncio.get_running_loop()
     levels = list(args.concurrency)
-    texts = make_feedback(16 + 2 * args.requests * len(levels), args.seed)
+    per_round = args.requests // args.rounds
+    texts = make_feedback(16 + 2 * per_round * args.rounds * len(levels), args.seed)
     warmup, texts = texts[:16], texts[16:]
     results: list[dict[str, Any]] = []
     with ThreadPoolExecutor(max_workers=args.workers, thread_name_prefix="bench") as executor:
@@ -120,22 +126,26 @@ async def run(args: argparse.Namespace, model: SentimentModel) -> list[dict[str,
         async def one_at_a_time(text: str) -> Any:
             return await loop.run_in_executor(executor, scorer.score_many, [text])
 
+        modes = {"one-at-a-time": one_at_a_time, "micro-batch": scorer.score}
         try:
             await drive(one_at_a_time, warmup[:8], 2)
             await drive(scorer.score, warmup[8:], 2)
             for level in levels:
-                for mode, score in (
-                    ("one-at-a-time", one_at_a_time),
-                    ("micro-batch", scorer.score),
-                ):
-                    chunk, texts = texts[: args.requests], texts[args.requests :]
-                    before = scorer.batcher.stats.as_dict()
-                    row = await drive(score, chunk, level)
-                    after = scorer.batcher.stats.as_dict()
-                    batches = after["batches"] - before["batches"]
-                    row["mode"] = mode
+                pooled: dict[str, tuple[list[float], float]] = {m: ([], 0.0) for m in modes}
+                before = scorer.batcher.stats.as_dict()
+                for _ in range(args.rounds):
+                    for mode, score in modes.items():
+                        chunk, texts = texts[:per_round], texts[per_round:]
+                        latencies, seconds = await drive(score, chunk, level)
+                        pooled[mode] = (pooled[mode][0] + latencies, pooled[mode][1] + seconds)
+                after = scorer.batcher.stats.as_dict()
+                batches = after["batches"] - before["batches"]
+                for mode, (latencies, seconds) in pooled.items():
+                    row: dict[str, Any] = {"mode": mode, "concurrency": level}
+                    row |= summary(latencies, seconds)
+                    micro = mode == "micro-batch" and batches
                     row["mean_batch"] = (
-                        (after["texts"] - before["texts"]) / batches if batches else None
+                        (after["texts"] - before["texts"]) / batches if micro else None
                     )
                     results.append(row)
         finally:
@@ -161,6 +171,7 @@ def table(results: list[dict[str, Any]]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=120, help="feedbacks per mode and level")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--max-batch", type=int, default=64)
