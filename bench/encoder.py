@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "plugins") not in sys.path:  # runnable without the editable install too
     sys.path.insert(0, str(ROOT / "plugins"))
 
-from jg_recommender.encoder import (  # noqa: E402
+from journeygate.encoder import (  # noqa: E402
     MicroBatchEncoder,
     encode_texts,
     load_sentence_model,

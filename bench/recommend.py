@@ -94,7 +94,6 @@ for _path in (BENCH, ROOT / "plugins"):  # sibling benchmarks; runnable without 
 import decide  # noqa: E402
 import encoder as encoder_bench  # noqa: E402
 import jg_recommender.model as model_module  # noqa: E402
-from jg_recommender.encoder import encode_texts, load_sentence_model  # noqa: E402
 from jg_recommender.evaluation import load_interactions  # noqa: E402
 from jg_recommender.model import (  # noqa: E402
     HybridRecommender,
@@ -102,14 +101,10 @@ from jg_recommender.model import (  # noqa: E402
     product_embeddings,
 )
 from jg_recommender.plugin import RANKING_DEPTH, RecommenderPlugin  # noqa: E402
-from jg_recommender.training import (  # noqa: E402
-    CURRENT,
-    DEFAULT_ARTIFACTS,
-    EMBEDDING_CACHE,
-    latest_artifact,
-    publish,
-)
+from jg_recommender.training import DEFAULT_ARTIFACTS, EMBEDDING_CACHE, publish  # noqa: E402
+from journeygate.artifacts import CURRENT, latest_artifact  # noqa: E402
 from journeygate.catalog import Catalog  # noqa: E402
+from journeygate.encoder import encode_texts, load_sentence_model  # noqa: E402
 from journeygate.model import (  # noqa: E402
     CartItem,
     DecideRequest,
@@ -425,7 +420,7 @@ async def plugin_latency(
     count: int,
 ) -> dict[str, dict[str, float]]:
     """``journeygate_candidates`` one call at a time: ranking cache, executor, rules."""
-    from jg_recommender.encoder import MicroBatchEncoder
+    from journeygate.encoder import MicroBatchEncoder
 
     plans = plugin_contexts(inputs, queries, count)
     results: dict[str, dict[str, float]] = {}

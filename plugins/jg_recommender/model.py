@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -673,24 +672,8 @@ class HybridRecommender:
 
 
 def product_embeddings(products: Sequence[Product], cache_dir: Path | None = None) -> np.ndarray:
-    """Content embeddings of ``products`` (``encode_texts`` of ``Product.text``).
+    """Content embeddings of ``products`` (``encode_texts`` of ``Product.text``), kept in
+    ``cache_dir`` while the texts match (see :func:`journeygate.encoder.encode_cached`)."""
+    from journeygate.encoder import encode_cached
 
-    Encoding a few thousand texts takes tens of seconds on a small CPU, so with ``cache_dir``
-    the result is kept in a file named by a hash of the texts and reused while they match.
-    """
-    from jg_recommender.encoder import encode_texts
-
-    texts = [p.text for p in products]
-    if cache_dir is None:
-        return encode_texts(texts)
-    digest = hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()[:16]
-    path = cache_dir / f"embeddings-{digest}.npy"
-    if path.exists():
-        cached: np.ndarray = np.load(path, allow_pickle=False)
-        return cached
-    vectors = encode_texts(texts)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp.npy")
-    np.save(temporary, vectors)
-    temporary.replace(path)
-    return vectors
+    return encode_cached([p.text for p in products], cache_dir)

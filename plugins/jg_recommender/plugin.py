@@ -26,7 +26,6 @@ from typing import Any
 
 from threadpoolctl import threadpool_limits
 
-from jg_recommender.encoder import MicroBatchEncoder
 from jg_recommender.interaction_log import InteractionLog
 from jg_recommender.model import HybridRecommender
 from jg_recommender.training import (
@@ -39,6 +38,7 @@ from journeygate import hookimpl
 from journeygate.artifacts import latest_artifact
 from journeygate.catalog import Catalog
 from journeygate.config import AppConfig
+from journeygate.encoder import MicroBatchEncoder
 from journeygate.events.schema import Event
 from journeygate.model import Candidate, DecisionContext, SlotRequest
 

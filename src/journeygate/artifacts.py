@@ -4,7 +4,7 @@ Artifacts live in ``<root>/<YYYYmmddTHHMMSS>-<hash>/`` (UTC time, first 8 hex di
 SHA-256 of the artifact's files). ``<root>/CURRENT`` holds the name of the artifact to serve.
 It is replaced atomically (temporary file + ``os.replace``) only once the directory is
 complete, so a gateway polling it never sees a half-written model. Every model a plugin
-trains (recommender, personas, ...) is published this way.
+trains (recommender, personas, sentiment) is published this way.
 """
 
 from __future__ import annotations

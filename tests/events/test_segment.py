@@ -153,7 +153,7 @@ async def test_ecommerce_event_names_map_to_internal_kinds(gateway, url):
             "event": name,
             "anonymousId": "a-shop",
             "messageId": f"m-{index}",
-            "properties": {"product_id": "P1", "query": "q", "products": []},
+            "properties": {"product_id": "P1", "query": "q", "products": [], "text": "Good"},
         }
         for index, name in enumerate(SEGMENT_EVENTS)
     ]

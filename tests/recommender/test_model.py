@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 
 from jg_recommender import training
-from jg_recommender.encoder import encode_texts
 from jg_recommender.interactions import (
     EVENT_WEIGHTS,
     confidence_matrix,
@@ -25,6 +24,7 @@ from jg_recommender.model import HybridRecommender, RecommenderParams, blend
 from journeygate.artifacts import latest_artifact
 from journeygate.catalog import Product
 from journeygate.config import AppConfig
+from journeygate.encoder import encode_texts
 
 Data = tuple[pd.DataFrame, list[Product]]
 

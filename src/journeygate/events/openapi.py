@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from journeygate.config import AppConfig
-from journeygate.events.schema import CONSENTS, KINDS, SEGMENT_EVENTS
+from journeygate.events.schema import (
+    CONSENTS,
+    FEEDBACK_TYPES,
+    KINDS,
+    MAX_FEEDBACK_TEXT,
+    MAX_RATING,
+    SEGMENT_EVENTS,
+)
 from journeygate.model import CHANNELS
 from journeygate.openapi_parts import JSON, error_body, json_body, ref
 
@@ -320,6 +327,45 @@ def event_schemas(config: AppConfig) -> dict[str, Any]:
                 },
             },
         },
+        "FeedbackRequest": {
+            "type": "object",
+            "required": ["text"],
+            "additionalProperties": False,
+            "description": "Free-text feedback. Needs visitor_id, anonymous_id or user_id. It "
+            "becomes one event (Feedback Submitted, kind feedback), stored like any event.",
+            "properties": {
+                "visitor_id": ID,
+                "anonymous_id": ID,
+                "user_id": ID,
+                "session_id": ID,
+                "text": {"type": "string", "minLength": 1, "maxLength": MAX_FEEDBACK_TEXT},
+                "type": {"enum": list(FEEDBACK_TYPES), "description": "Default: other."},
+                "rating": {
+                    "type": "number",
+                    "minimum": 0,
+                    "maximum": MAX_RATING,
+                    "description": "Optional: stars (1-5) or an NPS answer (0-10).",
+                },
+                "product_id": {"type": "string", "maxLength": 64},
+                "order_id": {"type": "string", "maxLength": 128},
+                "channel": {"enum": list(CHANNELS)},
+                "timestamp": TIME,
+                "message_id": {
+                    "type": "string",
+                    "maxLength": 128,
+                    "description": "Idempotency key, as for events.",
+                },
+            },
+        },
+        "FeedbackAccepted": {
+            "type": "object",
+            "required": ["accepted", "message_id", "profile_id"],
+            "properties": {
+                "accepted": {"const": True},
+                "message_id": {"type": "string"},
+                "profile_id": {"type": "string", "description": "The profile it is applied to."},
+            },
+        },
     }
 
 
@@ -379,6 +425,28 @@ def event_paths() -> dict[str, Any]:
         )
         operation["post"]["responses"]["400"] = error_body("The message is not valid.")
         paths[f"/v1/{message_type}"] = operation
+    paths["/v1/feedback"] = {
+        "post": {
+            "operationId": "submitFeedback",
+            "summary": "Submit free-text feedback (review, survey or NPS answer, support message).",
+            "description": "Stored as one event, as durably as events (with Redis: in a stream "
+            "before this answer). Plugins observing events score it; the sentiment plugin "
+            "writes sentiment, sentiment_at, feedback_label and feedback_themes to the profile.",
+            "security": [{"writeKey": []}, {"apiKey": []}],
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": ref("FeedbackRequest")}},
+            },
+            "responses": {
+                "202": json_body(ref("FeedbackAccepted"), "Accepted and stored."),
+                "400": error_body("Not valid; `field` names the problem, `code` what it is."),
+                "401": error_body("Missing or wrong write key."),
+                "413": error_body("The body is larger than events.max_event_bytes."),
+                "415": error_body("The body is not JSON."),
+                "503": error_body("Feedback cannot be stored now (Redis down); retry later."),
+            },
+        }
+    }
     paths["/v1/profiles/{visitor_id}"] = {
         "get": {
             "operationId": "getProfile",

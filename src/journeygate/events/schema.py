@@ -17,7 +17,8 @@ t     event time, epoch seconds (client clock, corrected by ``sent_at`` when giv
 r     time the gateway received it, epoch seconds
 c     channel: web, app, email, store or support
 x     normalized fields the store applies: ``pid`` ``cat`` ``price`` ``qty`` ``q`` ``oid``
-      ``rev`` ``items`` (``[{pid, cat, price, qty}]``) ``consents`` ``path``
+      ``rev`` ``items`` (``[{pid, cat, price, qty}]``) ``consents`` ``path``; feedback:
+      ``type`` ``rating`` ``pid`` ``oid`` (its ``text`` is checked and kept in ``p`` only)
 p     the original properties (identify: traits), for plugins observing events
 ====  ==================================================================================
 
@@ -43,6 +44,12 @@ IDENTIFIER = re.compile(r"^[A-Za-z0-9._:@+-]{1,128}$")
 MAX_TEXT = 512
 MAX_ITEMS = 100
 MAX_QUANTITY = 10_000
+# Feedback (``POST /v1/feedback`` or a ``Feedback Submitted`` event): free text, long enough
+# for a detailed review or support message, within one event's ``events.max_event_bytes``.
+FEEDBACK_KIND = "feedback"
+FEEDBACK_TYPES = ("review", "survey", "nps", "support", "other")
+MAX_FEEDBACK_TEXT = 8000
+MAX_RATING = 10
 
 KINDS = (
     "page_view",
@@ -71,6 +78,7 @@ KINDS = (
     "consent",
     "identify",
     "alias",
+    "feedback",
     "custom",
 )
 CONSENTS = ("marketing_email", "marketing_sms", "personalization")
@@ -109,6 +117,7 @@ SEGMENT_EVENTS: Mapping[str, str] = {
     "Product Shared": "share",
     "Cart Shared": "share",
     "Product Reviewed": "review",
+    "Feedback Submitted": "feedback",
 }
 SEGMENT_TYPES = ("track", "identify", "page", "screen", "alias")
 SEGMENT_CHANNELS = {"browser": "web", "mobile": "app", "server": "web"}
@@ -318,9 +327,43 @@ def normalize(kind: str, props: Mapping[str, Any], where: str) -> dict[str, Any]
         if revenue is None:
             revenue = sum(i.get("price", 0.0) * i["qty"] for i in x.get("items", ()))
         x["rev"] = round(revenue, 2)
+    if kind == FEEDBACK_KIND:
+        x.update(_feedback(props, where))
     consents = _consents(props.get("consents"), f"{where}.consents")
     if consents:
         x["consents"] = consents
+    return x
+
+
+def _feedback(props: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A feedback's type, rating, and the product or order it is about; its text is checked
+    here and read from the properties (not copied: it is the bulk of the event)."""
+    text = _text(props.get("text"), f"{where}.text", MAX_FEEDBACK_TEXT)
+    if text is None or not text.strip():
+        raise EventError(f"{where}.text", "missing_field", f"{where}.text is required")
+    kind = props.get("type") or "other"
+    if kind not in FEEDBACK_TYPES:
+        raise EventError(
+            f"{where}.type",
+            "invalid_feedback_type",
+            f"{where}.type must be one of {', '.join(FEEDBACK_TYPES)}; got {kind!r}",
+        )
+    x: dict[str, Any] = {"type": kind}
+    rating = _number(props.get("rating"), f"{where}.rating")
+    if rating is not None:
+        if rating > MAX_RATING:
+            raise EventError(
+                f"{where}.rating",
+                "invalid_number",
+                f"{where}.rating must be from 0 to {MAX_RATING} (stars 1-5, NPS 0-10)",
+            )
+        x["rating"] = rating
+    product_id = _text(props.get("product_id"), f"{where}.product_id", 64)
+    if product_id:
+        x["pid"] = product_id
+    order_id = _text(props.get("order_id"), f"{where}.order_id", 128)
+    if order_id:
+        x["oid"] = order_id
     return x
 
 

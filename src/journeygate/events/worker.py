@@ -28,7 +28,7 @@ import signal
 import socket
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 import pluggy
@@ -159,26 +159,29 @@ def _observers(pm: pluggy.PluginManager) -> set[str]:
     return {impl.plugin_name for impl in pm.hook.journeygate_observe_event.get_hookimpls()}
 
 
-async def _start_plugins(pm: pluggy.PluginManager, config: AppConfig, store: ProfileStore) -> None:
+async def _start_plugins(
+    pm: pluggy.PluginManager, config: AppConfig, store: ProfileStore, executor: Executor
+) -> None:
     """Start the plugins that observe events, as the gateway does, so an observer has what
-    its startup set up. Other plugins (recommenders with models to load) are not started."""
+    its startup set up (``executor`` stays open until the worker stops, as in the gateway:
+    observers keep it for their CPU work). Other plugins (recommenders with models to load)
+    are not started."""
     observers = _observers(pm)
     if not observers:
         return
     path = config.resolve_path(config.catalog.path)
     catalog = await asyncio.to_thread(load_catalog, path) if path.exists() else Catalog(())
-    with ThreadPoolExecutor(max_workers=config.plugins.executor_workers) as executor:
-        kwargs = {"config": config, "catalog": catalog, "executor": executor, "store": store}
-        for impl in reversed(pm.hook.journeygate_startup.get_hookimpls()):
-            if impl.plugin_name not in observers:
-                continue
-            try:
-                result = impl.function(*(kwargs[name] for name in impl.argnames))
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                log.exception("plugin %s failed to start; it is disabled", impl.plugin_name)
-                pm.unregister(name=impl.plugin_name)
+    kwargs = {"config": config, "catalog": catalog, "executor": executor, "store": store}
+    for impl in reversed(pm.hook.journeygate_startup.get_hookimpls()):
+        if impl.plugin_name not in observers:
+            continue
+        try:
+            result = impl.function(*(kwargs[name] for name in impl.argnames))
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("plugin %s failed to start; it is disabled", impl.plugin_name)
+            pm.unregister(name=impl.plugin_name)
 
 
 async def _stop_plugins(pm: pluggy.PluginManager) -> None:
@@ -217,7 +220,8 @@ async def serve(
         dataclasses.replace(config.store, timeout_ms=timeout_ms), "redis", config.events
     )
     streams = EventStreams(config.store.redis_url, config.events, timeout_ms / 1000)
-    await _start_plugins(pm, config, store)
+    executor = ThreadPoolExecutor(max_workers=config.plugins.executor_workers)
+    await _start_plugins(pm, config, store, executor)
     worker = Worker(config, Applier(store, config, pm), streams, consumer or consumer_name())
     try:
         await worker.run(stop)
@@ -229,6 +233,7 @@ async def serve(
             worker.dead_lettered,
         )
         await _stop_plugins(pm)
+        executor.shutdown(wait=False, cancel_futures=True)
         await streams.close()
         await store.close()
     return 0

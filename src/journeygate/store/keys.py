@@ -15,7 +15,10 @@ key                                type     bound                       TTL
 
 Keys written by the event worker (``[events]`` config names the caps and TTLs; ``profile_ttl_s``
 is ``[store]``'s). Aggregates (``orders``, ``revenue``, ``first_seen``, ...) are numeric fields
-of ``jg:{v}:profile`` so that the decide pipeline reads them with the profile.
+of ``jg:{v}:profile`` so that the decide pipeline reads them with the profile. Plugins add
+JSON fields to the same hash with ``store.update_profile`` (a fixed set each, no new keys):
+the sentiment plugin writes ``sentiment``, ``sentiment_at``, ``feedback_label`` and
+``feedback_themes`` (at most ``max_themes`` names).
 
 =================================  =======  ==========================  =====================
 key                                type     bound                       TTL

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from journeygate.views import admin, decide, demo, events, experiments, ops
+from journeygate.views import admin, decide, demo, events, experiments, feedback, ops
 
 
 def add_routes(app: web.Application, with_demo: bool) -> None:
@@ -16,6 +16,7 @@ def add_routes(app: web.Application, with_demo: bool) -> None:
     app.router.add_post("/v1/batch", events.segment_batch)
     for message_type in ("track", "identify", "page", "screen", "alias"):
         app.router.add_post(f"/v1/{message_type}", events.segment_message(message_type))
+    app.router.add_post("/v1/feedback", feedback.feedback)
     app.router.add_get("/v1/profiles/{visitor_id}", events.get_profile)
     app.router.add_delete("/v1/profiles/{visitor_id}", events.delete_profile)
     app.router.add_get("/v1/experiments/{experiment_id}/results", experiments.results)

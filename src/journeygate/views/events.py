@@ -51,7 +51,7 @@ def _presented_key(request: web.Request) -> str | None:
     return request.headers.get(API_KEY_HEADER)
 
 
-def _authorize(request: web.Request, body_key: Any = None) -> None:
+def authorize_write(request: web.Request, body_key: Any = None) -> None:
     """A write key (or an API key) as the basic auth user name, a bearer token, X-API-Key, or
     (Segment) ``writeKey`` in the body."""
     config = request.app[appkeys.CONFIG]
@@ -108,7 +108,7 @@ async def _submit(request: web.Request, batch: Batch, **extra: Any) -> web.Respo
 
 async def events(request: web.Request) -> web.Response:
     """``POST /v1/events``: ``{"events": [...], "sent_at": optional}``."""
-    _authorize(request)
+    authorize_write(request)
     body = await _read_json(request)
     if not isinstance(body, Mapping):
         raise InvalidRequest("body must be an object with an events array")
@@ -125,7 +125,7 @@ async def segment_batch(request: web.Request) -> web.Response:
     body = await _read_json(request)
     if not isinstance(body, Mapping):
         raise InvalidRequest("body must be an object with a batch array")
-    _authorize(request, body.get("writeKey"))
+    authorize_write(request, body.get("writeKey"))
     config = request.app[appkeys.CONFIG].events
     received = time.time()
     items = _items(body.get("batch"), "batch", config.max_batch)
@@ -149,7 +149,7 @@ def segment_message(message_type: str) -> Any:
         body = await _read_json(request)
         if not isinstance(body, Mapping):
             raise InvalidRequest("body must be an object")
-        _authorize(request, body.get("writeKey"))
+        authorize_write(request, body.get("writeKey"))
         config = request.app[appkeys.CONFIG].events
         received = time.time()
         offset = _offset(body.get("sentAt"), received, "sentAt")

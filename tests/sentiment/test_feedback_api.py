@@ -1,0 +1,226 @@
+"""``POST /v1/feedback`` end to end: stored like events (in-process without Redis, through the
+stream and the worker with it), scored by the sentiment plugin, seen by /v1/decide."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import jsonschema
+import pytest
+import redis
+
+from jg_sentiment.plugin import SentimentPlugin, decayed, updated_fields
+from jg_sentiment.scoring import FeedbackScore
+from journeygate.events.worker import serve
+from journeygate.registry import build_plugin_manager
+
+WRITE_KEY = "wk-feedback"
+AUTH = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
+MIXED = "Love the colour, but it fell apart in a week."
+DAY = 86400.0
+
+
+def store_overrides(backend: str, url: str, **events: object) -> dict:
+    store = {"redis_url": url, "timeout_ms": 2000} if backend == "redis" else {"backend": "memory"}
+    return {"store": store, "events": {"write_keys": [WRITE_KEY], "stream_shards": 2, **events}}
+
+
+@pytest.fixture
+def fresh_url(redis_url):
+    """A database of its own, emptied (the streams are shared by every visitor)."""
+    url = f"{redis_url.rsplit('/', 1)[0]}/9"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    return url
+
+
+def sentiment_section(artifact_root) -> dict:
+    """The test model; a budget that covers scoring on a busy test machine, so the in-process
+    path has written the profile when the answer comes back."""
+    settings = {"artifacts": str(artifact_root), "half_life_days": 30, "budget_ms": 10000}
+    return {"plugin": {"sentiment": settings}}
+
+
+def response_validator(document: dict, status: int, path: str = "/v1/feedback"):
+    content = document["paths"][path]["post"]["responses"][str(status)]["content"]
+    schema = content["application/json"]["schema"]
+    return jsonschema.Draft202012Validator({**schema, "components": document["components"]})
+
+
+async def decide(client, visitor_id: str) -> dict:
+    body = {"visitor_id": visitor_id, "slots": [{"id": "o", "kind": "offer"}], "explain": True}
+    response = await client.post("/v1/decide", json=body)
+    assert response.status == 200
+    return await response.json()
+
+
+async def test_feedback_is_scored_in_process_and_decisions_see_it(
+    gateway, artifact_root, visitor_id
+):
+    client = await gateway(
+        extra_plugins=[("sentiment", SentimentPlugin())],
+        **store_overrides("memory", ""),
+        **sentiment_section(artifact_root),
+    )
+    document = await (await client.get("/openapi.json")).json()
+    jsonschema.Draft202012Validator(
+        {"$ref": "#/components/schemas/FeedbackRequest", "components": document["components"]}
+    ).validate({"visitor_id": visitor_id, "text": MIXED, "type": "review", "rating": 3})
+    response = await client.post(
+        "/v1/feedback",
+        json={
+            "visitor_id": visitor_id,
+            "text": MIXED,
+            "type": "review",
+            "rating": 3,
+            "product_id": "85123A",
+            "order_id": "o-1",
+            "message_id": "fb-1",
+        },
+        headers=AUTH,
+    )
+    assert response.status == 202
+    body = await response.json()
+    response_validator(document, 202).validate(body)
+    assert body == {"accepted": True, "message_id": "fb-1", "profile_id": visitor_id}
+
+    visitor = (await decide(client, visitor_id))["visitor"]
+    assert visitor["feedback_label"] == "mixed"
+    assert "quality" in visitor["feedback_themes"]
+    assert -0.5 < visitor["sentiment"] < 0.5  # a mixed message is not positive
+
+    complaint = "Terrible. The strap broke on day two and support never answered my emails."
+    response = await client.post(
+        "/v1/feedback",
+        json={"visitor_id": visitor_id, "text": complaint, "type": "support", "channel": "email"},
+        headers=AUTH,
+    )
+    assert response.status == 202
+    answer = await decide(client, visitor_id)
+    response_validator(document, 200, "/v1/decide").validate(answer)
+    assert answer["visitor"]["feedback_label"] == "negative"
+    assert answer["visitor"]["sentiment"] < visitor["sentiment"]
+    assert "service" in answer["visitor"]["feedback_themes"]
+
+
+async def test_feedback_goes_through_the_stream_and_the_worker(
+    gateway, make_config, artifact_root, fresh_url, visitor_id
+):
+    sections = {**store_overrides("redis", fresh_url), **sentiment_section(artifact_root)}
+    client = await gateway(extra_plugins=[("sentiment", SentimentPlugin())], **sections)
+    text = "Fast delivery and the quality is excellent. I love it, highly recommended!"
+    response = await client.post(
+        "/v1/feedback", json={"user_id": visitor_id, "text": text, "rating": 5}, headers=AUTH
+    )
+    assert response.status == 202
+    before = (await decide(client, visitor_id))["visitor"]
+    assert before["sentiment"] is None  # in the stream, not applied yet
+
+    config = make_config(**sections)
+    pm = build_plugin_manager(
+        config, load_entrypoints=False, extra_plugins=(("sentiment", SentimentPlugin()),)
+    )
+    stop = asyncio.Event()
+    worker = asyncio.create_task(serve(config, pm, consumer="sentiment-test", stop=stop))
+    try:
+        for _ in range(300):
+            visitor = (await decide(client, visitor_id))["visitor"]
+            if visitor["sentiment"] is not None:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        assert await worker == 0
+    assert visitor["feedback_label"] == "positive" and visitor["sentiment"] > 0.5
+    assert "delivery" in visitor["feedback_themes"]
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "field"),
+    [
+        ({"visitor_id": "v1"}, "missing_field", "text"),
+        ({"visitor_id": "v1", "text": "   "}, "missing_field", "text"),
+        ({"text": "Great"}, "missing_identity", None),
+        ({"visitor_id": "bad id{x}", "text": "Great"}, "invalid_id", "visitor_id"),
+        ({"visitor_id": "v1", "text": "Great", "type": "tweet"}, "invalid_feedback_type", "type"),
+        ({"visitor_id": "v1", "text": "Great", "rating": 11}, "invalid_number", "rating"),
+        ({"visitor_id": "v1", "text": "Great", "rating": "five"}, "invalid_number", "rating"),
+        ({"visitor_id": "v1", "text": ["Great"]}, "invalid_type", "text"),
+        ({"visitor_id": "v1", "text": "x" * 8001}, "too_long", "text"),
+        ({"visitor_id": "v1", "text": "Great", "channel": "fax"}, "invalid_channel", "channel"),
+        ({"visitor_id": "v1", "text": "Great", "stars": 5}, "unknown_field", "stars"),
+        (["not", "an", "object"], "invalid_request", None),
+    ],
+)
+async def test_bad_feedback_is_a_precise_400(gateway, body, code, field):
+    client = await gateway(**store_overrides("memory", ""))
+    response = await client.post("/v1/feedback", json=body, headers=AUTH)
+    assert response.status == 400
+    answer = await response.json()
+    assert answer["error"]["code"] == code
+    assert answer["error"].get("field") == field
+    document = await (await client.get("/openapi.json")).json()
+    response_validator(document, 400).validate(answer)
+
+
+async def test_feedback_needs_a_write_key_json_and_a_bounded_body(gateway):
+    client = await gateway(**store_overrides("memory", "", max_event_bytes=4096))
+    document = await (await client.get("/openapi.json")).json()
+    body = {"visitor_id": "v1", "text": "Great"}
+    cases = [
+        (await client.post("/v1/feedback", json=body), 401),
+        (await client.post("/v1/feedback", json=body, headers={"X-API-Key": "nope"}), 401),
+        (
+            await client.post(
+                "/v1/feedback", data="text=Great", headers={**AUTH, "Content-Type": "text/csv"}
+            ),
+            415,
+        ),
+        (
+            await client.post("/v1/feedback", json={**body, "text": "é" * 3000}, headers=AUTH),
+            413,
+        ),
+    ]
+    for response, status in cases:
+        assert response.status == status
+        response_validator(document, status).validate(await response.json())
+    admin = await client.post("/v1/feedback", json=body, headers={"X-API-Key": "test-admin-key"})
+    assert admin.status == 202  # an API key works too, as for events
+
+
+def test_sentiment_fades_with_its_half_life_and_new_feedback_averages_in():
+    assert decayed(0.8, 0.0, 30 * DAY, 30 * DAY) == pytest.approx(0.4)
+    assert decayed(0.8, 100.0, 50.0, 30 * DAY) == 0.8  # never grows
+    negative = FeedbackScore(-0.9, "negative", ("delivery",), ())
+    first = updated_fields({}, negative, 1000.0, 30 * DAY)
+    assert first == {
+        "sentiment": -0.9,
+        "sentiment_at": 1000.0,
+        "feedback_label": "negative",
+        "feedback_themes": ["delivery"],
+    }
+    positive = FeedbackScore(0.9, "positive", (), ())
+    soon = updated_fields(first, positive, 1000.0 + 60, 30 * DAY)
+    assert soon["sentiment"] == pytest.approx(0.0, abs=0.01)  # equal weight when fresh
+    later = updated_fields(first, positive, 1000.0 + 300 * DAY, 30 * DAY)
+    assert later["sentiment"] == pytest.approx(0.9, abs=0.01)  # the old complaint has faded
+    assert later["feedback_label"] == "positive" and later["feedback_themes"] == []
+    late_event = updated_fields(first, positive, 500.0, 30 * DAY)
+    assert late_event["sentiment_at"] == 1000.0
+
+
+async def test_without_a_model_feedback_is_stored_and_nothing_fails(gateway, tmp_path, visitor_id):
+    client = await gateway(
+        extra_plugins=[("sentiment", SentimentPlugin())],
+        **store_overrides("memory", ""),
+        plugin={"sentiment": {"artifacts": str(tmp_path / "none")}},
+    )
+    ready = await client.get("/readyz")
+    assert ready.status == 200
+    response = await client.post(
+        "/v1/feedback", json={"visitor_id": visitor_id, "text": "Great"}, headers=AUTH
+    )
+    assert response.status == 202
+    assert (await decide(client, visitor_id))["visitor"]["sentiment"] is None
