@@ -121,6 +121,7 @@ def test_unknown_settings_are_rejected():
 
 def test_the_commented_config_section_shows_the_defaults():
     text = (PROJECT_ROOT / "config" / "journeygate.toml").read_text(encoding="utf-8")
-    block = text[text.index("# [plugin.personas]") :].splitlines()
+    # the section runs from its header to the next blank line
+    block = text[text.index("# [plugin.personas]") :].split("\n\n", 1)[0].splitlines()
     section = tomllib.loads("\n".join(line[2:] for line in block if line.startswith("# ")))
     assert PersonaSettings.from_mapping(section["plugin"]["personas"]) == PersonaSettings()
