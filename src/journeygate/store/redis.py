@@ -84,6 +84,10 @@ class RedisProfileStore:
                 # instead of failing the first request after the restart.
                 retry=Retry(NoBackoff(), 1),
                 retry_on_error=[RedisConnectionError],
+                # No CLIENT SETINFO handshake: a connection dropped by a timed-out call (redis-py
+                # closes it rather than read a late reply) is replaced with a bare connect, no
+                # extra round trip, which matters when a loaded gateway drops several at once.
+                driver_info=None,
             )
         )
 
