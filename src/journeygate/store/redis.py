@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
@@ -37,6 +37,16 @@ from journeygate.store.scripts import (
 )
 
 MAX_ALIAS_DEPTH = 4
+# How long a call that ran out of time may still finish in the background (see _bounded).
+LATE_CALL_GRACE_S = 2.0
+
+T = TypeVar("T")
+
+
+def _forget_outcome(task: asyncio.Future[Any]) -> None:
+    """Retrieve a background call's outcome: its caller has moved on."""
+    if not task.cancelled():
+        task.exception()
 
 
 class _HiredisPacking:
@@ -91,11 +101,29 @@ class RedisProfileStore:
             )
         )
 
-    async def _execute(self, pipe: Any) -> list[Any]:
+    async def _bounded(self, call: Awaitable[T]) -> T:
+        """Await a Redis call for at most the store's timeout, without interrupting it.
+
+        Cancelling a call mid-reply makes redis-py drop its connection rather than read a late
+        reply; on a loaded gateway (late replies, plugin budgets running out) replacing those
+        connections costs more CPU than the calls, which makes more calls late. So a call that
+        runs out of time, or whose caller is cancelled, finishes in the background and its
+        connection goes back to the pool; one that has not finished ``LATE_CALL_GRACE_S``
+        later (Redis unreachable) is cancelled then."""
+        task = asyncio.ensure_future(call)
         try:
             async with asyncio.timeout(self._timeout):
-                result: list[Any] = await pipe.execute()
-                return result
+                return await asyncio.shield(task)
+        except BaseException:
+            if not task.done():
+                task.add_done_callback(_forget_outcome)
+                asyncio.get_running_loop().call_later(LATE_CALL_GRACE_S, task.cancel)
+            raise
+
+    async def _execute(self, pipe: Any) -> list[Any]:
+        try:
+            result: list[Any] = await self._bounded(pipe.execute())
+            return result
         except (RedisError, OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from exc
 
@@ -220,10 +248,11 @@ class RedisProfileStore:
         for attempt in range(2):
             sha = await self._sha(script, reload=attempt > 0)
             try:
-                async with asyncio.timeout(self._timeout):
-                    return await self.client.execute_command(  # type: ignore[no-untyped-call]
+                return await self._bounded(
+                    self.client.execute_command(  # type: ignore[no-untyped-call]
                         "EVALSHA", sha, len(keys), *keys, *args
                     )
+                )
             except NoScriptError:
                 continue  # Redis restarted or flushed its scripts: load it again
             except (RedisError, OSError, TimeoutError) as exc:
@@ -268,8 +297,7 @@ class RedisProfileStore:
                 script_keys.append(keys.event_session_prefix(visitor_id))
                 pipe.evalsha(sha, len(script_keys), *script_keys, settings, *encoded)
             try:
-                async with asyncio.timeout(self._timeout):
-                    results = await pipe.execute(raise_on_error=False)
+                results = await self._bounded(pipe.execute(raise_on_error=False))
             except (RedisError, OSError, TimeoutError) as exc:
                 raise StoreUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from exc
             if any(isinstance(result, NoScriptError) for result in results):
