@@ -1,8 +1,11 @@
 """Redis-specific guarantees: bounded keys, one hash slot per visitor, failure as an error."""
 
+import asyncio
 import json
+import time
 
 import pytest
+import redis
 from redis.crc import key_slot
 
 from journeygate.config import EventsConfig, StoreConfig
@@ -79,3 +82,37 @@ async def test_bulk_profile_updates_set_the_profile_ttl(redis_url, redis_client,
     await store.close()
     for i in range(3):
         assert 0 < redis_client.ttl(keys.profile(f"{visitor_id}-{i}")) <= 1000
+
+
+BUSY_SCRIPT = """
+local start = redis.call('TIME')
+repeat
+  local now = redis.call('TIME')
+until (now[1] - start[1]) * 1000000 + (now[2] - start[2]) >= tonumber(ARGV[1])
+return 1
+"""
+
+
+async def test_a_late_call_keeps_its_connection(private_redis):
+    """A call that runs out of time fails at once but is not interrupted: its connection goes
+    back to the pool when the late reply came, and no new connection is opened."""
+    store = open_store(StoreConfig(redis_url=private_redis.url, timeout_ms=50), "redis")
+    await store.load_visitor("v1", "s1")  # the pooled connection and the script are ready
+    admin = redis.Redis.from_url(private_redis.url)
+    connections_before = admin.info("stats")["total_connections_received"]
+    blocker = asyncio.get_running_loop().run_in_executor(
+        None, lambda: redis.Redis.from_url(private_redis.url).eval(BUSY_SCRIPT, 0, 300_000)
+    )
+    await asyncio.sleep(0.05)  # Redis is busy for 0.3 s from now
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        await store.load_visitor("v1", "s1")
+    assert time.monotonic() - started < 0.2
+    await blocker
+    await asyncio.sleep(0.05)
+    visitor = await store.load_visitor("v1", "s1")
+    assert visitor.store_available
+    # the blocker's and the admin's connections only; the store opened none
+    assert admin.info("stats")["total_connections_received"] == connections_before + 1
+    await store.close()
+    admin.close()
