@@ -1,13 +1,14 @@
 """Redis profile store: one connection pool, every request one round trip (a pipeline or
-one Lua script over keys of a single hash slot)."""
+one Lua script over keys of a single hash slot), and the calls of concurrent requests sent
+together (``journeygate.store.batching``)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -28,6 +29,7 @@ from journeygate.store.base import (
     StageTransition,
     StoreUnavailable,
 )
+from journeygate.store.batching import Command, CommandBatcher
 from journeygate.store.scripts import (
     BEGIN_MERGE_SCRIPT,
     ERASE_SCRIPT,
@@ -37,16 +39,6 @@ from journeygate.store.scripts import (
 )
 
 MAX_ALIAS_DEPTH = 4
-# How long a call that ran out of time may still finish in the background (see _bounded).
-LATE_CALL_GRACE_S = 2.0
-
-T = TypeVar("T")
-
-
-def _forget_outcome(task: asyncio.Future[Any]) -> None:
-    """Retrieve a background call's outcome: its caller has moved on."""
-    if not task.cancelled():
-        task.exception()
 
 
 class _HiredisPacking:
@@ -100,32 +92,17 @@ class RedisProfileStore:
                 driver_info=None,
             )
         )
+        self._batcher = CommandBatcher(self.client, self._timeout)
 
-    async def _bounded(self, call: Awaitable[T]) -> T:
-        """Await a Redis call for at most the store's timeout, without interrupting it.
-
-        Cancelling a call mid-reply makes redis-py drop its connection rather than read a late
-        reply; on a loaded gateway (late replies, plugin budgets running out) replacing those
-        connections costs more CPU than the calls, which makes more calls late. So a call that
-        runs out of time, or whose caller is cancelled, finishes in the background and its
-        connection goes back to the pool; one that has not finished ``LATE_CALL_GRACE_S``
-        later (Redis unreachable) is cancelled then."""
-        task = asyncio.ensure_future(call)
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await asyncio.shield(task)
-        except BaseException:
-            if not task.done():
-                task.add_done_callback(_forget_outcome)
-                asyncio.get_running_loop().call_later(LATE_CALL_GRACE_S, task.cancel)
-            raise
-
-    async def _execute(self, pipe: Any) -> list[Any]:
-        try:
-            result: list[Any] = await self._bounded(pipe.execute())
-            return result
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from exc
+    async def _execute(self, pipe: Any, raise_on_error: bool = True) -> list[Any]:
+        """Send the commands recorded in ``pipe`` (a redis-py pipeline used as a recorder)
+        together with the other calls of this loop iteration (see ``batching``)."""
+        replies = await self._batcher.execute(pipe.command_stack)
+        if raise_on_error:
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise StoreUnavailable(f"redis: {reply.__class__.__name__}: {reply}")
+        return replies
 
     async def load_visitor(
         self, visitor_id: str, session_id: str | None, page_view: str | None = None
@@ -176,7 +153,7 @@ class RedisProfileStore:
         if not fields:
             return
         key = keys.profile(visitor_id)
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self.client.pipeline(transaction=False)  # sent together, in one write
         pipe.hset(key, mapping={name: json.dumps(value) for name, value in fields.items()})
         pipe.expire(key, self.config.profile_ttl_s)
         await self._execute(pipe)
@@ -247,16 +224,13 @@ class RedisProfileStore:
         """Run a cached Lua script with one EVALSHA (loading it when Redis lost it)."""
         for attempt in range(2):
             sha = await self._sha(script, reload=attempt > 0)
-            try:
-                return await self._bounded(
-                    self.client.execute_command(  # type: ignore[no-untyped-call]
-                        "EVALSHA", sha, len(keys), *keys, *args
-                    )
-                )
-            except NoScriptError:
+            command: Command = (("EVALSHA", sha, len(keys), *keys, *args), {})
+            (reply,) = await self._batcher.execute([command])
+            if isinstance(reply, NoScriptError):
                 continue  # Redis restarted or flushed its scripts: load it again
-            except (RedisError, OSError, TimeoutError) as exc:
-                raise StoreUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from exc
+            if isinstance(reply, Exception):
+                raise StoreUnavailable(f"redis: {reply.__class__.__name__}: {reply}")
+            return reply
         raise StoreUnavailable("redis: the script could not be loaded")  # pragma: no cover
 
     def _event_settings(self) -> bytes:
@@ -296,10 +270,7 @@ class RedisProfileStore:
                 script_keys = keys.visitor_keys(visitor_id, keys.EVENT_SCRIPT_KEYS)
                 script_keys.append(keys.event_session_prefix(visitor_id))
                 pipe.evalsha(sha, len(script_keys), *script_keys, settings, *encoded)
-            try:
-                results = await self._bounded(pipe.execute(raise_on_error=False))
-            except (RedisError, OSError, TimeoutError) as exc:
-                raise StoreUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from exc
+            results = await self._execute(pipe, raise_on_error=False)
             if any(isinstance(result, NoScriptError) for result in results):
                 continue  # applying again is safe: every event is applied once
             for result in results:

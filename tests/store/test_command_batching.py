@@ -1,0 +1,68 @@
+"""Automatic pipelining of concurrent store calls (``journeygate.store.batching``)."""
+
+import asyncio
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from journeygate.config import StoreConfig
+from journeygate.store import StoreUnavailable, open_store
+from journeygate.store.batching import CommandBatcher
+
+
+def connections_received(url: str) -> int:
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.info("stats")["total_connections_received"])
+    finally:
+        client.close()
+
+
+async def test_concurrent_decisions_share_one_connection(private_redis):
+    store = open_store(StoreConfig(redis_url=private_redis.url), "redis")
+    await store.load_visitor("warm", "s")
+    before = connections_received(private_redis.url)
+    visitors = await asyncio.gather(
+        *(store.load_visitor(f"v{n}", "s", page_view="P1") for n in range(50))
+    )
+    # one connection check of ours; the 50 calls went out as one pipeline on the pooled one
+    assert connections_received(private_redis.url) == before + 1
+    assert all(visitor.store_available for visitor in visitors)
+    profiles = await asyncio.gather(*(store.get_profile(f"v{n}") for n in range(50)))
+    assert profiles == [None] * 50
+    await store.close()
+
+
+async def test_one_callers_error_and_cancellation_leave_the_others_alone(redis_url):
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    batcher = CommandBatcher(client, timeout_s=1.0)
+    await client.set("jg:test:batching", "text")
+
+    async def cancelled() -> list:
+        task = asyncio.ensure_future(batcher.execute([(("GET", "jg:test:batching"), {})]))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return []
+
+    wrong_type, fine, _ = await asyncio.gather(
+        batcher.execute([(("INCR", "jg:test:batching"), {})]),
+        batcher.execute([(("GET", "jg:test:batching"), {}), (("STRLEN", "jg:test:batching"), {})]),
+        cancelled(),
+    )
+    assert isinstance(wrong_type[0], redis.ResponseError)
+    assert fine == ["text", 4]
+    await client.delete("jg:test:batching")
+    await client.aclose()
+
+
+async def test_unreachable_redis_fails_every_caller_in_the_batch():
+    client = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    batcher = CommandBatcher(client, timeout_s=0.5)
+    results = await asyncio.gather(
+        *(batcher.execute([(("GET", "k"), {})]) for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(result, StoreUnavailable) for result in results)
+    await client.aclose()
