@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hookkit import message
 
 from journeygate.store import open_store
 from journeygate.webhooks import OutboxFull, WebhookMessage, webhook_outbox
-
-
-def message(key: str, visitor: str | None = None, endpoint: str = "crm") -> WebhookMessage:
-    return WebhookMessage(
-        endpoint=endpoint,
-        event_type="trigger.cart_abandonment",
-        payload={"visitor_id": visitor, "cart_value": 38.25, "key": key},
-        dedupe_key=key,
-        visitor_id=visitor,
-    )
 
 
 async def test_enqueue_flags_new_and_duplicate_dedupe_keys(queue_factory):

@@ -10,5 +10,6 @@ from journeygate.webhooks.model import (
     WebhookOutbox,
     webhook_outbox,
 )
+from journeygate.webhooks.signing import verify_signature
 
-__all__ = ["OutboxFull", "WebhookMessage", "WebhookOutbox", "webhook_outbox"]
+__all__ = ["OutboxFull", "WebhookMessage", "WebhookOutbox", "verify_signature", "webhook_outbox"]
