@@ -183,3 +183,17 @@ async def test_an_outage_is_survived(webhook_config, private_redis, receiver):
             await receiver.wait_for(1)
     finally:
         await store.close()
+
+
+async def test_unreadable_records_are_dropped_not_blocking(redis_queues, clean_webhooks, caplog):
+    client = clean_webhooks
+    queue = redis_queues()
+    client.xadd(keys.WEBHOOK_OUTBOX, {"d": "not a delivery"})
+    await queue.enqueue([message("a")])
+    client.zadd(keys.WEBHOOK_RETRIES, {"old": 0})
+    client.hset(keys.WEBHOOK_RETRYING, "old", '{"id": "old"}')  # a field missing
+    (claim,) = await queue.claim("d1", 10)
+    assert claim.delivery.dedupe_key == "a"
+    assert client.xlen(keys.WEBHOOK_OUTBOX) == 1  # only the good one, pending
+    assert client.zcard(keys.WEBHOOK_RETRIES) == client.hlen(keys.WEBHOOK_RETRYING) == 0
+    assert "not a delivery" in caplog.text

@@ -148,6 +148,7 @@ class Dispatcher:
             len(self.config.endpoints),
             self.config.concurrency,
         )
+        outage = False
         try:
             while not stop.is_set():
                 free = self.config.concurrency - len(self._tasks)
@@ -155,8 +156,13 @@ class Dispatcher:
                 if free > 0:
                     try:
                         claims = await self.queue.claim(self.consumer, free)
+                        if outage:
+                            log.info("webhook outbox reachable again")
+                        outage = False
                     except StoreUnavailable as exc:
-                        log.warning("webhook outbox unavailable, retrying: %s", exc)
+                        if not outage:  # once per outage, not once per poll
+                            log.warning("webhook outbox unavailable, retrying: %s", exc)
+                        outage = True
                 for claim in claims:
                     task = asyncio.create_task(self.deliver(claim))
                     self._tasks.add(task)
