@@ -197,14 +197,18 @@ async def get_profile(request: web.Request) -> web.Response:
 async def delete_profile(request: web.Request) -> web.Response:
     """Erase the visitor everywhere: its profile (the merged one when it was merged), the ids
     merged into it, sessions, histories and dedupe keys. Events received before now that are
-    still queued are dropped when the worker reaches them."""
+    still queued are dropped when the worker reaches them; webhooks of the visitor (and of
+    its profile) not delivered yet are dropped, with their dead letters."""
     visitor_id = _visitor_id(request)
     store = request.app[appkeys.STORE]
+    webhooks = request.app.get(appkeys.WEBHOOKS)
     try:
         profile_id = await store.resolve_visitor(visitor_id)
         erased = await store.delete_visitor(profile_id)
         if profile_id != visitor_id:
             erased = await store.delete_visitor(visitor_id) or erased
+        if webhooks is not None:
+            await webhooks.forget_visitor(sorted({visitor_id, profile_id}))
     except StoreUnavailable:
         raise ServiceUnavailable("the profile store is not reachable; retry") from None
     return web.json_response({"visitor_id": visitor_id, "profile_id": profile_id, "erased": erased})
