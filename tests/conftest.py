@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -19,16 +18,9 @@ from aiohttp.test_utils import TestClient
 
 from journeygate.app import create_app
 from journeygate.catalog import build_catalog_file
-from journeygate.config import PROJECT_ROOT, AppConfig, load_config
+from journeygate.config import AppConfig, load_config
 from journeygate.registry import build_plugin_manager
-
-SAMPLE = PROJECT_ROOT / "data" / "sample" / "online_retail_sample.csv.gz"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from testkit import SAMPLE, free_port
 
 
 class RedisServer:

@@ -9,11 +9,11 @@ import urllib.request
 
 import pytest
 
-from conftest import free_port
 from journeygate import hookimpl
 from journeygate.cli import build_parser
 from journeygate.config import PROJECT_ROOT, load_config
 from journeygate.registry import build_plugin_manager
+from testkit import free_port
 
 JOURNEYGATE = [sys.executable, "-m", "journeygate.cli"]
 

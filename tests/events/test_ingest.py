@@ -10,9 +10,9 @@ import pytest
 import redis
 from eventkit import ADMIN, WRITE_KEY, basic, event, fresh_redis_url, overrides
 
-from conftest import free_port
 from journeygate.config import ConfigError
 from journeygate.store import keys
+from testkit import free_port
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import pytest
 from aiohttp import web
 from eventkit import ADMIN, WRITE_KEY, apply_pending, event, fresh_redis_url, overrides
 
-from conftest import SAMPLE
 from journeygate.cli import main
 from journeygate.config import EventsConfig
 from journeygate.events.ingest import parse_batch
@@ -17,6 +16,7 @@ from journeygate.events.replay import ReplayError, replay
 from journeygate.events.retail_events import retail_events, select_lines
 from journeygate.events.schema import MAX_QUANTITY, parse_native
 from journeygate.retail_data import read_online_retail
+from testkit import SAMPLE
 
 CUSTOMERS = 10  # the 10 lowest customer ids of the sample: 30 invoices, 2 cancellations
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SAMPLE
 from jg_recommender import training
 from jg_recommender.interaction_log import (
     InteractionLog,
@@ -35,6 +34,7 @@ from journeygate.events.schema import MAX_QUANTITY, Event, parse_native
 from journeygate.events.worker import serve
 from journeygate.registry import build_plugin_manager
 from journeygate.retail_data import PRODUCT_CODE, read_online_retail
+from testkit import SAMPLE
 
 # The event tests' helpers (a module of tests/events, which is on the path only when those
 # tests were collected first).
