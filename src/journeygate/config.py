@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "journeygate.toml"
 ENV_PREFIX = "JOURNEYGATE_"
+ENDPOINT_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
 class ConfigError(ValueError):
@@ -147,6 +149,43 @@ class ExperimentsConfig:
 
 
 @dataclass(frozen=True)
+class WebhookEndpointConfig:
+    """``[webhooks.endpoints.NAME]``: one receiver (an email or CRM tool). ``url`` and
+    ``secret`` are required; ``timeout_ms`` overrides ``[webhooks] timeout_ms``."""
+
+    url: str = ""
+    secret: str = ""
+    timeout_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class WebhooksConfig:
+    """``[webhooks]``: signed webhook delivery (see ``journeygate.webhooks``). No endpoint
+    configured: nothing is queued and no dispatcher runs."""
+
+    timeout_ms: int = 5000
+    max_attempts: int = 8
+    backoff_base_ms: int = 1000
+    backoff_max_ms: int = 10 * 60 * 1000
+    concurrency: int = 16
+    lease_ms: int = 60_000
+    claim_idle_ms: int = 60_000
+    poll_interval_ms: int = 200
+    dedupe_ttl_s: int = 24 * 3600
+    outbox_maxlen: int = 100_000
+    log_maxlen: int = 100_000
+    dead_letter_maxlen: int = 10_000
+    endpoints: Mapping[str, WebhookEndpointConfig] = field(
+        default_factory=lambda: types.MappingProxyType({})
+    )
+
+    def endpoint_timeout_ms(self, name: str) -> int:
+        """The request timeout of one endpoint (its own, else the section's)."""
+        own = self.endpoints[name].timeout_ms
+        return own if own is not None else self.timeout_ms
+
+
+@dataclass(frozen=True)
 class PluginConfig:
     """Per-plugin section ``[plugin.NAME]``: reserved keys plus the plugin's own settings."""
 
@@ -174,6 +213,7 @@ class AppConfig:
     fallback: FallbackConfig = field(default_factory=FallbackConfig)
     plugins: PluginsConfig = field(default_factory=PluginsConfig)
     experiments: ExperimentsConfig = field(default_factory=ExperimentsConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     plugin: Mapping[str, PluginConfig] = field(default_factory=lambda: types.MappingProxyType({}))
 
     def plugin_config(self, name: str) -> PluginConfig:
@@ -338,6 +378,49 @@ def _validate(config: AppConfig) -> None:
     for name in ("max_deliveries", "dead_letter_maxlen", "stage_history_max", "transitions_maxlen"):
         if getattr(config.events, name) < 1:
             raise ConfigError(f"events.{name}: must be at least 1")
+    _validate_webhooks(config.webhooks)
+
+
+def _validate_webhooks(hooks: WebhooksConfig) -> None:
+    for name in (
+        "timeout_ms",
+        "max_attempts",
+        "backoff_base_ms",
+        "concurrency",
+        "poll_interval_ms",
+        "dedupe_ttl_s",
+        "outbox_maxlen",
+        "log_maxlen",
+        "dead_letter_maxlen",
+    ):
+        if getattr(hooks, name) < 1:
+            raise ConfigError(f"webhooks.{name}: must be at least 1")
+    if hooks.backoff_max_ms < hooks.backoff_base_ms:
+        raise ConfigError("webhooks.backoff_max_ms: smaller than webhooks.backoff_base_ms")
+    longest = hooks.timeout_ms
+    for name, endpoint in hooks.endpoints.items():
+        where = f"webhooks.endpoints.{name}"
+        if not ENDPOINT_NAME.fullmatch(name):
+            # environment overrides are lower-cased: JOURNEYGATE_WEBHOOKS__ENDPOINTS__CRM__SECRET
+            # sets webhooks.endpoints.crm.secret, so only lower-case names can be overridden
+            raise ConfigError(f"{where}: endpoint names are lower-case letters, digits and _")
+        scheme, _, rest = endpoint.url.partition("://")
+        if scheme.lower() not in {"http", "https"} or not rest.strip("/"):
+            raise ConfigError(
+                f"{where}.url: expected an http:// or https:// URL, got {endpoint.url!r}"
+            )
+        if not endpoint.secret:
+            raise ConfigError(f"{where}.secret: required (the HMAC key receivers verify with)")
+        if endpoint.timeout_ms is not None:
+            if endpoint.timeout_ms < 1:
+                raise ConfigError(f"{where}.timeout_ms: must be at least 1")
+            longest = max(longest, endpoint.timeout_ms)
+    # a delivery in flight must never look abandoned, or a second dispatcher would send it too
+    for name in ("lease_ms", "claim_idle_ms"):
+        if getattr(hooks, name) <= longest:
+            raise ConfigError(
+                f"webhooks.{name}: must be longer than the longest endpoint timeout ({longest} ms)"
+            )
 
 
 def load_config(

@@ -9,6 +9,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
+WEBHOOK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
@@ -53,6 +55,20 @@ class Metrics:
             "journeygate_store_errors",
             "Profile store operations that failed or timed out.",
             ["operation"],
+            registry=self.registry,
+        )
+        self.webhook_deliveries = Counter(
+            "journeygate_webhook_deliveries",
+            "Webhook delivery attempts by endpoint and recorded outcome "
+            "(delivered, retry, dead_letter).",
+            ["endpoint", "outcome"],
+            registry=self.registry,
+        )
+        self.webhook_seconds = Histogram(
+            "journeygate_webhook_delivery_duration_seconds",
+            "Time from sending a webhook request to its answer (or its failure).",
+            ["endpoint"],
+            buckets=WEBHOOK_BUCKETS,
             registry=self.registry,
         )
         self.plugins_started = Gauge(

@@ -242,3 +242,23 @@ def experiment_decisions(experiment_id: str) -> str:
 def offer_redemptions(offer_id: str) -> str:
     """``jg:offer:{offer_id}:redemptions``: the redemptions counted against an offer's budget."""
     return f"{PREFIX}:offer:{{{offer_id}}}:redemptions"
+
+
+# Webhook delivery (journeygate.webhooks.redis): every key under the one hash tag {webhooks},
+# so that enqueueing, claiming and completing a delivery are each one atomic script.
+WEBHOOKS = f"{PREFIX}:{{webhooks}}"
+WEBHOOK_OUTBOX = f"{WEBHOOKS}:outbox"
+WEBHOOK_RETRIES = f"{WEBHOOKS}:retries"
+WEBHOOK_RETRYING = f"{WEBHOOKS}:retrying"
+WEBHOOK_DEAD_LETTERS = f"{WEBHOOKS}:dead-letters"
+WEBHOOK_LOG = f"{WEBHOOKS}:log"
+
+
+def webhook_dedupe(dedupe_key: str) -> str:
+    """``jg:{webhooks}:dedupe:<key>``: a message's dedupe key, while it counts."""
+    return f"{WEBHOOKS}:dedupe:{dedupe_key}"
+
+
+def webhook_visitor(visitor_id: str) -> str:
+    """``jg:{webhooks}:visitor:<visitor id>``: where the visitor's pending deliveries are."""
+    return f"{WEBHOOKS}:visitor:{visitor_id}"
