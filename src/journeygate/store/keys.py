@@ -262,3 +262,34 @@ def webhook_dedupe(dedupe_key: str) -> str:
 def webhook_visitor(visitor_id: str) -> str:
     """``jg:{webhooks}:visitor:<visitor id>``: where the visitor's pending deliveries are."""
     return f"{WEBHOOKS}:visitor:{visitor_id}"
+
+
+# Behavioral triggers (plugins/jg_triggers): per visitor, the trigger state, the ids of its
+# timers and of its log entries; timers in shards and the log in keys whose hash tag holds a
+# "/", which no visitor id may contain, so they never meet a visitor's keys.
+def trigger_state(visitor_id: str) -> str:
+    """``jg:{v}:triggers``: the visitor's trigger state and guardrail memory."""
+    return visitor_key(visitor_id, "triggers")
+
+
+def trigger_timer_ids(visitor_id: str) -> str:
+    """``jg:{v}:triggers:timers``: the ids of the visitor's timers, by due time."""
+    return visitor_key(visitor_id, "triggers", "timers")
+
+
+def trigger_log_ids(visitor_id: str) -> str:
+    """``jg:{v}:triggers:log``: the ids of the visitor's entries in the trigger log."""
+    return visitor_key(visitor_id, "triggers", "log")
+
+
+def trigger_due(shard: int) -> str:
+    """``jg:{triggers/K}:due``: timer ids of shard K by due time (or end of a claim's lease)."""
+    return f"{PREFIX}:{{triggers/{shard}}}:due"
+
+
+def trigger_timers(shard: int) -> str:
+    """``jg:{triggers/K}:timers``: what each timer of shard K carries (JSON)."""
+    return f"{PREFIX}:{{triggers/{shard}}}:timers"
+
+
+TRIGGER_LOG = f"{PREFIX}:{{triggers/log}}"

@@ -1,0 +1,169 @@
+"""The behavioral triggers plugin: rules over observed events, durable timers, guardrails, and
+signed webhooks to the email/CRM tool through the webhook outbox.
+
+* ``journeygate_startup``: reads ``[plugin.triggers] file`` (``config/triggers.toml``) and
+  opens the trigger store (Redis, or in process for the embedded gateway). With no
+  ``[webhooks.endpoints]`` configured the triggers are inactive: the plugin starts, says so
+  once, and does nothing. The timer scheduler runs in ``worker`` and ``embedded`` processes
+  only; a gateway with Redis leaves events and timers to the workers.
+* ``journeygate_observe_event``: applies the rules (:mod:`jg_triggers.engine`).
+* ``journeygate_forget_visitor``: drops the visitors' trigger state, timers and log entries,
+  and their queued webhooks.
+* ``journeygate_register_commands``: ``journeygate triggers list|log``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any
+
+from jg_triggers.commands import add_command
+from jg_triggers.engine import TriggerEngine
+from jg_triggers.memory_store import MemoryTriggerStore
+from jg_triggers.redis_store import RedisTriggerStore
+from jg_triggers.scheduler import Scheduler
+from jg_triggers.settings import (
+    PLUGIN_NAME,
+    PluginSettings,
+    TriggerConfigError,
+    TriggerSettings,
+    load_settings,
+)
+from jg_triggers.store import TriggerStore
+from journeygate import hookimpl
+from journeygate.config import AppConfig
+from journeygate.events.schema import Event
+from journeygate.hookspecs import ROLE_EMBEDDED, ROLE_WORKER
+from journeygate.store import ProfileStore
+from journeygate.webhooks import WebhookOutbox, webhook_outbox
+
+log = logging.getLogger(__name__)
+
+# The trigger store's Redis calls: a fire is a handful of small round trips, off the request
+# path (workers, erasures), so it waits longer than a decision's store reads.
+MIN_REDIS_TIMEOUT_S = 2.0
+SHUTDOWN_WAIT_S = 10.0
+
+
+def open_trigger_store(config: AppConfig, settings: TriggerSettings) -> TriggerStore:
+    """The trigger store for this deployment: Redis when the profile store is Redis."""
+    scheduler = settings.scheduler
+    if config.store_backend == "redis":
+        timeout_s = max(config.store.timeout_ms / 1000, MIN_REDIS_TIMEOUT_S)
+        return RedisTriggerStore(
+            config.store.redis_url, scheduler.shards, scheduler.max_timers_per_shard, timeout_s
+        )
+    return MemoryTriggerStore(
+        max_visitors=config.store.memory_max_visitors,
+        max_timers=scheduler.shards * scheduler.max_timers_per_shard,
+        log_maxlen=settings.log_maxlen,
+    )
+
+
+def check_endpoints(settings: TriggerSettings, config: AppConfig, file: str) -> None:
+    """Every active trigger must name a configured endpoint (when any is configured)."""
+    endpoints = config.webhooks.endpoints
+    for spec in settings.active:
+        if spec.endpoint not in endpoints:
+            known = ", ".join(sorted(endpoints)) or "none"
+            raise TriggerConfigError(
+                f"{file}: triggers.{spec.name}.endpoint: no [webhooks.endpoints.{spec.endpoint}]"
+                f" is configured (configured: {known})"
+            )
+
+
+class TriggersPlugin:
+    """Behavioral triggers; see the module docstring."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.settings = TriggerSettings()
+        self.store: TriggerStore | None = None
+        self.outbox: WebhookOutbox | None = None
+        self.engine: TriggerEngine | None = None
+        self.scheduler: Scheduler | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+
+    @hookimpl
+    def journeygate_register_commands(
+        self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
+    ) -> None:
+        add_command(subparsers)
+
+    @hookimpl
+    async def journeygate_startup(self, config: AppConfig, store: ProfileStore, role: str) -> None:
+        file = PluginSettings.read(config.plugin_config(PLUGIN_NAME).settings).file
+        path = config.resolve_path(file)
+        self.settings = await asyncio.to_thread(load_settings, path)
+        self.store = open_trigger_store(config, self.settings)
+        self.outbox = webhook_outbox(store, config)
+        if self.outbox is None:
+            log.warning(
+                "triggers inactive: no [webhooks.endpoints] configured to send %d triggers to",
+                len(self.settings.active),
+            )
+            return
+        check_endpoints(self.settings, config, path.name)
+        self.engine = TriggerEngine(
+            self.settings,
+            self.store,
+            store,
+            self.outbox,
+            config.events.session_gap_s,
+            self.clock,
+        )
+        if role in (ROLE_WORKER, ROLE_EMBEDDED):
+            self.scheduler = Scheduler(self.store, self.engine, self.settings.scheduler, self.clock)
+            self.scheduler.start()
+        log.info(
+            "%d triggers active (%s); timer scheduler %s",
+            len(self.settings.active),
+            ", ".join(spec.name for spec in self.settings.active),
+            "running" if self.scheduler else f"not run by a {role}",
+        )
+
+    @hookimpl
+    async def journeygate_shutdown(self) -> None:
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=SHUTDOWN_WAIT_S)
+        if self.store is not None:
+            await self.store.close()
+
+    @hookimpl
+    def journeygate_observe_event(self, event: Event) -> Coroutine[Any, Any, None] | None:
+        engine = self.engine
+        if engine is None or event.kind not in engine.kinds:
+            return None
+        return self._observe(engine, event)
+
+    async def _observe(self, engine: TriggerEngine, event: Event) -> None:
+        """In a task of its own: when the observer's budget runs out the worker moves on,
+        but the event's trigger work finishes (half-written state would lose a timer)."""
+        task = asyncio.get_running_loop().create_task(_observe_logged(engine, event))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        await asyncio.shield(task)
+
+    @hookimpl
+    async def journeygate_forget_visitor(self, visitor_ids: Sequence[str]) -> Mapping[str, int]:
+        counts: dict[str, int] = {}
+        if self.store is not None:
+            counts.update(await self.store.forget(visitor_ids))
+        if self.outbox is not None:
+            counts["webhooks"] = await self.outbox.forget_visitor(visitor_ids)
+        return counts
+
+
+async def _observe_logged(engine: TriggerEngine, event: Event) -> None:
+    """The engine's work on one event; a failure is logged here, where it is known whether
+    anyone still waits for it."""
+    try:
+        await engine.observe(event)
+    except Exception:
+        log.exception("triggers: event %s of %s failed", event.message_id, event.profile_id)
