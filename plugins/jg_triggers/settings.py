@@ -235,6 +235,7 @@ TYPES: Mapping[str, type[Any]] = {
     "negative_feedback": NegativeFeedback,
 }
 MAX_DELAY_S = YEAR_S
+MIN_DELAY_S = 0.01  # tests and demos run on sub-second delays
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,13 +349,13 @@ def _zone(table: _Table) -> dt.tzinfo:
 
 
 def _rule(kind: str, table: _Table) -> Rule:
-    delay = (1.0, MAX_DELAY_S)
+    delay = (MIN_DELAY_S, MAX_DELAY_S)
     if kind == "cart_abandonment":
         return CartAbandonment(table.number("delay_s", *delay, default=1800.0))
     if kind == "repeated_product_interest":
         return RepeatedProductInterest(
             views=table.integer("views", 2, 1000, default=3),
-            window_s=table.number("window_s", 1.0, MAX_DELAY_S, default=7 * DAY_S),
+            window_s=table.number("window_s", MIN_DELAY_S, MAX_DELAY_S, default=7 * DAY_S),
         )
     if kind == "long_dwell":
         paths = table.texts("paths")

@@ -100,7 +100,7 @@ def test_the_shipped_trigger_file_is_valid_and_complete():
         ({"triggers": {"cart_abandonment": {}}}, "triggers.cart_abandonment.endpoint: required"),
         (
             {"triggers": {"cart_abandonment": {"endpoint": "crm", "delay_s": "soon"}}},
-            "triggers.cart_abandonment.delay_s: expected a number from 1 to 31536000, got 'soon'",
+            "cart_abandonment.delay_s: expected a number from 0.01 to 31536000, got 'soon'",
         ),
         (
             {"triggers": {"cart_abandonment": {"endpoint": "crm", "dealy_s": 5}}},

@@ -1,0 +1,83 @@
+"""Trigger fixtures: a Redis database of their own, a receiver that is a real aiohttp server,
+and deployments (gateway + workers + dispatcher) built from a trigger file."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from triggerkit import TRIGGERS_DB, Receiver, Stack, overrides, write_triggers
+
+from jg_triggers.plugin import TriggersPlugin
+
+
+@pytest.fixture
+def url(redis_url: str) -> str:
+    """A database of the session Redis for triggers tests, emptied: timers, the log and the
+    event streams are shared by all visitors."""
+    url = f"{redis_url.rsplit('/', 1)[0]}/{TRIGGERS_DB}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    return url
+
+
+@pytest.fixture
+async def receiver(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Receiver:
+    app = web.Application()
+    holder: list[Receiver] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        return await holder[0].handle(request)
+
+    app.router.add_post("/{path:.*}", handle)
+    holder.append(Receiver(await aiohttp_server(app)))
+    return holder[0]
+
+
+StackFactory = Callable[..., Awaitable[Stack]]
+
+
+@pytest.fixture
+async def stack(
+    gateway: Callable[..., Awaitable[Any]],
+    make_config: Callable[..., Any],
+    receiver: Receiver,
+    url: str,
+    tmp_path: Path,
+) -> AsyncIterator[StackFactory]:
+    """``await stack(triggers, backend="redis", workers=1, **top)``: a gateway with the
+    triggers plugin (and ``gateway_plugins``), ``workers`` workers (with the triggers plugin
+    and ``worker_plugins()``), and a dispatcher sending to ``receiver``; ``top`` goes to the
+    trigger file, ``sections`` to the config."""
+    built: list[Stack] = []
+
+    async def factory(
+        triggers: Mapping[str, Mapping[str, Any]],
+        backend: str = "redis",
+        workers: int = 1,
+        dispatcher: bool = True,
+        sections: Mapping[str, Any] | None = None,
+        gateway_plugins: Sequence[tuple[str, object]] = (),
+        worker_plugins: Callable[[], list[tuple[str, object]]] = list,
+        **top: Any,
+    ) -> Stack:
+        path = write_triggers(tmp_path / "triggers.toml", triggers, **top)
+        config_sections = overrides(backend, url, receiver.url(), path, **(sections or {}))
+        plugins = [("triggers", TriggersPlugin()), *gateway_plugins]
+        client = await gateway(extra_plugins=plugins, **config_sections)
+        built.append(Stack(client, make_config(**config_sections), worker_plugins=worker_plugins))
+        for index in range(workers if backend == "redis" else 0):
+            built[-1].start_worker(f"worker-{index}")
+        if dispatcher:
+            built[-1].start_dispatcher()
+        return built[-1]
+
+    yield factory
+    for deployment in built:
+        await deployment.close()
