@@ -9,8 +9,8 @@ Firing one occurrence (a timer that came due, or one an event fires at once):
    quiet hours (the timer moves to their end: ``deferred``);
 3. the guard, atomic on the visitor's keys: debounce per trigger and the frequency cap per
    action type (``suppressed:debounce``, ``suppressed:cap``), recording the fire otherwise;
-4. the outbox, with the occurrence id as dedupe key: ``sent``, or ``duplicate`` when it was
-   queued before (a retry after a crash or an expired lease);
+4. the outbox, with (a digest of) the occurrence id as dedupe key: ``sent``, or
+   ``duplicate`` when it was queued before (a retry after a crash or an expired lease);
 5. the profile field ``triggers`` (trigger name -> when it last fired, what the offers plugin
    reads), and a line in the trigger log.
 
@@ -21,6 +21,7 @@ suppressed by its own earlier pass), and the outbox queues one message per occur
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -49,6 +50,12 @@ TRIGGERS_FIELD = "triggers"
 EVENT_TYPE_PREFIX = "trigger."
 MAX_WRITE_ATTEMPTS = 5
 MIN_FIRES_KEPT_S = 86400.0  # retries of an occurrence are recognised for at least a day
+
+
+def dedupe_key(occurrence: str) -> str:
+    """The outbox's dedupe key of an occurrence: a digest, so that the key (which outlives
+    an erasure by up to ``webhooks.dedupe_ttl_s``) holds no visitor id."""
+    return "trigger:" + hashlib.blake2b(occurrence.encode(), digest_size=16).hexdigest()
 
 
 def iso(moment: float) -> str:
@@ -239,7 +246,7 @@ class TriggerEngine:
                 "fired_at": iso(now),
                 "data": dict(verdict.data),
             },
-            dedupe_key=occurrence,
+            dedupe_key=dedupe_key(occurrence),
             visitor_id=target,
         )
         (queued,) = await self.outbox.enqueue([message])

@@ -53,8 +53,9 @@ async def stack(
 ) -> AsyncIterator[StackFactory]:
     """``await stack(triggers, backend="redis", workers=1, **top)``: a gateway with the
     triggers plugin (and ``gateway_plugins``), ``workers`` workers (with the triggers plugin
-    and ``worker_plugins()``), and a dispatcher sending to ``receiver``; ``top`` goes to the
-    trigger file, ``sections`` to the config."""
+    and ``worker_plugins()``), and a dispatcher sending to ``receiver`` (the one endpoint,
+    ``crm``, unless ``endpoints`` is false); ``top`` goes to the trigger file, ``sections``
+    to the config."""
     built: list[Stack] = []
 
     async def factory(
@@ -62,13 +63,15 @@ async def stack(
         backend: str = "redis",
         workers: int = 1,
         dispatcher: bool = True,
+        endpoints: bool = True,
         sections: Mapping[str, Any] | None = None,
         gateway_plugins: Sequence[tuple[str, object]] = (),
         worker_plugins: Callable[[], list[tuple[str, object]]] = list,
         **top: Any,
     ) -> Stack:
         path = write_triggers(tmp_path / "triggers.toml", triggers, **top)
-        config_sections = overrides(backend, url, receiver.url(), path, **(sections or {}))
+        receiver_url = receiver.url() if endpoints else None
+        config_sections = overrides(backend, url, receiver_url, path, **(sections or {}))
         plugins = [("triggers", TriggersPlugin()), *gateway_plugins]
         client = await gateway(extra_plugins=plugins, **config_sections)
         built.append(Stack(client, make_config(**config_sections), worker_plugins=worker_plugins))
