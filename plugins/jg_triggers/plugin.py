@@ -7,8 +7,8 @@ signed webhooks to the email/CRM tool through the webhook outbox.
   once, and does nothing. The timer scheduler runs in ``worker`` and ``embedded`` processes
   only; a gateway with Redis leaves events and timers to the workers.
 * ``journeygate_observe_event``: applies the rules (:mod:`jg_triggers.engine`).
-* ``journeygate_forget_visitor``: drops the visitors' trigger state, timers and log entries,
-  and their queued webhooks.
+* ``journeygate_forget_visitor``: drops the visitors' trigger state, timers and log entries
+  (the gateway drops their undelivered webhooks).
 * ``journeygate_register_commands``: ``journeygate triggers list|log``.
 """
 
@@ -152,12 +152,11 @@ class TriggersPlugin:
 
     @hookimpl
     async def journeygate_forget_visitor(self, visitor_ids: Sequence[str]) -> Mapping[str, int]:
-        counts: dict[str, int] = {}
-        if self.store is not None:
-            counts.update(await self.store.forget(visitor_ids))
-        if self.outbox is not None:
-            counts["webhooks"] = await self.outbox.forget_visitor(visitor_ids)
-        return counts
+        """Trigger state, timers and log entries; the gateway itself drops the visitors'
+        undelivered webhooks."""
+        if self.store is None:
+            return {}
+        return await self.store.forget(visitor_ids)
 
 
 async def _observe_logged(engine: TriggerEngine, event: Event) -> None:

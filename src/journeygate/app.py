@@ -16,6 +16,7 @@ from journeygate.config import AppConfig
 from journeygate.events.apply import Applier
 from journeygate.events.ingest import Ingestor
 from journeygate.events.streams import EventStreams
+from journeygate.events.worker import consumer_name
 from journeygate.experiments.config import load_experiments
 from journeygate.experiments.runner import ExperimentRunner
 from journeygate.experiments.storage import experiment_store
@@ -27,6 +28,8 @@ from journeygate.render import Renderer
 from journeygate.store import open_store
 from journeygate.validation import Limits
 from journeygate.views import add_routes
+from journeygate.webhooks.dispatcher import Dispatcher
+from journeygate.webhooks.model import webhook_queue
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +123,32 @@ async def _events_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[appkeys.INGESTOR].close()
 
 
+async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The webhook outbox, when endpoints are configured; with the in-process store this
+    process delivers its webhooks too (with Redis, ``journeygate worker`` does). On shutdown
+    the deliveries in flight finish, or, past the longest request timeout, go back to the
+    retries."""
+    config = app[appkeys.CONFIG]
+    queue = webhook_queue(app[appkeys.STORE], config)
+    if queue is None:
+        yield
+        return
+    app[appkeys.WEBHOOKS] = queue
+    if config.store_backend == "redis":
+        yield
+        return
+    dispatcher = Dispatcher(queue, config.webhooks, consumer_name(), app[appkeys.METRICS])
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop))
+    yield
+    stop.set()
+    longest = max(map(config.webhooks.endpoint_timeout_ms, config.webhooks.endpoints))
+    try:
+        await asyncio.wait_for(task, longest / 1000 + 1)
+    except TimeoutError:
+        log.warning("webhook deliveries still in flight at shutdown went back to the retries")
+
+
 def create_app(
     config: AppConfig, plugin_manager: pluggy.PluginManager | None = None
 ) -> web.Application:
@@ -133,7 +162,15 @@ def create_app(
     app[appkeys.METRICS] = Metrics()
     app[appkeys.PLUGIN_MANAGER] = plugin_manager or build_plugin_manager(config)
     app.cleanup_ctx.extend(
-        [_executor_ctx, _store_ctx, _catalog_ctx, _renderer_ctx, _pipeline_ctx, _events_ctx]
+        [
+            _executor_ctx,
+            _store_ctx,
+            _catalog_ctx,
+            _renderer_ctx,
+            _pipeline_ctx,
+            _events_ctx,
+            _webhooks_ctx,
+        ]
     )
     add_routes(app, with_demo=config.server.demo)
     return app

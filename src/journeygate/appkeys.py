@@ -16,6 +16,7 @@ from journeygate.pipeline import Pipeline
 from journeygate.render import Renderer
 from journeygate.store import ProfileStore
 from journeygate.validation import Limits
+from journeygate.webhooks.model import WebhookQueue
 
 CONFIG = web.AppKey("config", AppConfig)
 METRICS = web.AppKey("metrics", Metrics)
@@ -28,3 +29,5 @@ PIPELINE = web.AppKey("pipeline", Pipeline)
 LIMITS = web.AppKey("limits", Limits)
 INGESTOR = web.AppKey("ingestor", Ingestor)
 EXPERIMENTS = web.AppKey("experiments", ExperimentRunner)
+# set only when webhook endpoints are configured
+WEBHOOKS = web.AppKey("webhooks", WebhookQueue)

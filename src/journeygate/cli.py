@@ -24,6 +24,7 @@ from journeygate.catalog import CatalogError
 from journeygate.config import AppConfig, ConfigError, load_config
 from journeygate.events.commands import register as register_event_commands
 from journeygate.experiments.commands import register as register_experiment_commands
+from journeygate.webhooks.commands import register as register_webhook_commands
 
 log = logging.getLogger("journeygate")
 
@@ -181,6 +182,7 @@ def build_parser(pm: pluggy.PluginManager | None = None) -> argparse.ArgumentPar
         sub.choices[name].set_defaults(handler=handler)
     register_event_commands(sub)
     register_experiment_commands(sub)
+    register_webhook_commands(sub)
     if pm is not None:
         pm.hook.journeygate_register_commands(subparsers=sub)
     return parser

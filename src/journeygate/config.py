@@ -164,9 +164,9 @@ class WebhooksConfig:
     configured: nothing is queued and no dispatcher runs."""
 
     timeout_ms: int = 5000
-    max_attempts: int = 8
-    backoff_base_ms: int = 1000
-    backoff_max_ms: int = 10 * 60 * 1000
+    max_attempts: int = 12
+    backoff_base_ms: int = 2000
+    backoff_max_ms: int = 3600 * 1000
     concurrency: int = 16
     lease_ms: int = 60_000
     claim_idle_ms: int = 60_000

@@ -133,6 +133,7 @@ async def test_erasure_everywhere(client, visitor_id):
         "erased": True,
         "ids": [anonymous, user],
         "plugins": {},
+        "webhooks": 0,
     }
     await apply_pending(client)
     for visitor in (anonymous, user):

@@ -1,5 +1,6 @@
 """Trigger fixtures: a Redis database of their own, a receiver that is a real aiohttp server,
-and deployments (gateway + workers + dispatcher) built from a trigger file."""
+and deployments (a gateway and workers, which deliver the webhooks) built from a trigger
+file."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import redis
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from triggerkit import TRIGGERS_DB, Receiver, Stack, overrides, write_triggers
+from triggerkit import TRIGGERS_DB, UNREACHABLE, Receiver, Stack, overrides, write_triggers
 
 from jg_triggers.plugin import TriggersPlugin
 
@@ -53,16 +54,16 @@ async def stack(
 ) -> AsyncIterator[StackFactory]:
     """``await stack(triggers, backend="redis", workers=1, **top)``: a gateway with the
     triggers plugin (and ``gateway_plugins``), ``workers`` workers (with the triggers plugin
-    and ``worker_plugins()``), and a dispatcher sending to ``receiver`` (the one endpoint,
-    ``crm``, unless ``endpoints`` is false); ``top`` goes to the trigger file, ``sections``
-    to the config."""
+    and ``worker_plugins()``); webhooks go to endpoint ``crm``: ``receiver``, or an address
+    where nothing listens (``deliver=False``), or is not configured (``endpoints=False``).
+    ``top`` goes to the trigger file, ``sections`` to the config."""
     built: list[Stack] = []
 
     async def factory(
         triggers: Mapping[str, Mapping[str, Any]],
         backend: str = "redis",
         workers: int = 1,
-        dispatcher: bool = True,
+        deliver: bool = True,
         endpoints: bool = True,
         sections: Mapping[str, Any] | None = None,
         gateway_plugins: Sequence[tuple[str, object]] = (),
@@ -70,15 +71,13 @@ async def stack(
         **top: Any,
     ) -> Stack:
         path = write_triggers(tmp_path / "triggers.toml", triggers, **top)
-        receiver_url = receiver.url() if endpoints else None
+        receiver_url = (receiver.url() if deliver else UNREACHABLE) if endpoints else None
         config_sections = overrides(backend, url, receiver_url, path, **(sections or {}))
         plugins = [("triggers", TriggersPlugin()), *gateway_plugins]
         client = await gateway(extra_plugins=plugins, **config_sections)
         built.append(Stack(client, make_config(**config_sections), worker_plugins=worker_plugins))
         for index in range(workers if backend == "redis" else 0):
             built[-1].start_worker(f"worker-{index}")
-        if dispatcher:
-            built[-1].start_dispatcher()
         return built[-1]
 
     yield factory

@@ -1,5 +1,5 @@
 """Helpers of the trigger tests: trigger files, a recording receiver (a real aiohttp server),
-`journeygate worker`s and a webhook dispatcher run in the test's event loop, and waiting."""
+`journeygate worker`s run in the test's event loop, and waiting."""
 
 from __future__ import annotations
 
@@ -20,11 +20,9 @@ from journeygate import appkeys
 from journeygate.config import AppConfig
 from journeygate.events.worker import serve
 from journeygate.registry import build_plugin_manager
-from journeygate.store import ProfileStore, open_store
-from journeygate.webhooks.dispatcher import Dispatcher
-from journeygate.webhooks.model import webhook_queue
 
 WRITE_KEY = "wk-triggers"
+UNREACHABLE = "http://127.0.0.1:9/crm"  # nothing listens: deliveries fail and wait to retry
 ADMIN = {"X-API-Key": "test-admin-key"}
 SECRET = "trigger-test-secret"
 TRIGGERS_DB = 9
@@ -160,16 +158,14 @@ class Receiver:
 
 @dataclass
 class Stack:
-    """A deployment in the test's loop: the gateway (``client``), ``journeygate worker``s
-    (each with its own triggers plugin and scheduler), a webhook dispatcher."""
+    """A deployment in the test's loop: the gateway (``client``) and ``journeygate worker``s,
+    each with its own triggers plugin (and scheduler) and webhook dispatcher (with the
+    in-process store, the gateway runs both)."""
 
     client: TestClient
     config: AppConfig
     tasks: dict[str, tuple[asyncio.Event, asyncio.Task[int]]] = field(default_factory=dict)
     plugins: dict[str, TriggersPlugin] = field(default_factory=dict)
-    dispatcher_stop: asyncio.Event | None = None
-    dispatcher_task: asyncio.Task[None] | None = None
-    queue_store: ProfileStore | None = None
     # more plugins for each worker (a fresh instance per worker)
     worker_plugins: Callable[[], list[tuple[str, object]]] = list
 
@@ -195,18 +191,6 @@ class Stack:
         stop.set()
         assert await task == 0
 
-    def start_dispatcher(self) -> None:
-        """Deliver the outbox's webhooks to the receiver."""
-        store = self.client.app[appkeys.STORE] if self.client.app is not None else None
-        if self.redis:
-            store = self.queue_store = open_store(self.config.store, "redis", self.config.events)
-        assert store is not None
-        queue = webhook_queue(store, self.config)
-        assert queue is not None
-        self.dispatcher_stop = asyncio.Event()
-        dispatcher = Dispatcher(queue, self.config.webhooks, "test-dispatcher")
-        self.dispatcher_task = asyncio.create_task(dispatcher.run(self.dispatcher_stop))
-
     def gateway_plugin(self) -> TriggersPlugin:
         assert self.client.app is not None
         plugin = self.client.app[appkeys.PLUGIN_MANAGER].get_plugin("triggers")
@@ -229,8 +213,3 @@ class Stack:
     async def close(self) -> None:
         for name in list(self.tasks):
             await self.stop_worker(name)
-        if self.dispatcher_stop is not None and self.dispatcher_task is not None:
-            self.dispatcher_stop.set()
-            await self.dispatcher_task
-        if self.queue_store is not None:
-            await self.queue_store.close()

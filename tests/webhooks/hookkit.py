@@ -46,7 +46,7 @@ class Received:
 class Receiver:
     """An email/CRM tool stand-in: a real aiohttp server that records every request and
     answers from ``script`` (status, headers) in order, then ``default`` (200); ``delay_s``
-    holds each answer back."""
+    holds each answer back; ``first_attempt_status`` answers every delivery's attempt 1."""
 
     def __init__(self, server: TestServer) -> None:
         self.server = server
@@ -54,6 +54,7 @@ class Receiver:
         self.script: deque[tuple[int, dict[str, str]]] = deque()
         self.default = 200
         self.delay_s = 0.0
+        self.first_attempt_status: int | None = None
         self.arrived = asyncio.Event()
 
     def url(self, path: str) -> str:
@@ -66,6 +67,8 @@ class Receiver:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         status, headers = self.script.popleft() if self.script else (self.default, {})
+        if self.first_attempt_status and json.loads(body)["attempt"] == 1:
+            status = self.first_attempt_status
         return web.Response(status=status, headers=headers, text="nope" if status >= 300 else "")
 
     def ids(self) -> list[str]:

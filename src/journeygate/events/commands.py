@@ -13,6 +13,7 @@ import sys
 from datetime import date
 from typing import Any
 
+from journeygate.cliutil import fail, positive_int
 from journeygate.config import AppConfig
 
 WRITE_KEY_ENV = "JOURNEYGATE_WRITE_KEY"
@@ -30,26 +31,11 @@ def _speed(value: str) -> float:
     return speed
 
 
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return number
-
-
 def _date(value: str) -> date:
     try:
         return date.fromisoformat(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
-
-
-def _fail(message: str) -> int:
-    print(f"journeygate: {message}", file=sys.stderr)
-    return 2
 
 
 def replay_command(args: argparse.Namespace, config: AppConfig) -> int:
@@ -62,7 +48,7 @@ def replay_command(args: argparse.Namespace, config: AppConfig) -> int:
         or (config.events.write_keys[0] if config.events.write_keys else "")
     )
     if not write_key:
-        return _fail(f"no write key: pass --write-key, set {WRITE_KEY_ENV} or [events] write_keys")
+        return fail(f"no write key: pass --write-key, set {WRITE_KEY_ENV} or [events] write_keys")
 
     def progress(stats: Any) -> None:
         print(f"replay: {stats.progress_line()}", file=sys.stderr, flush=True)
@@ -80,9 +66,9 @@ def replay_command(args: argparse.Namespace, config: AppConfig) -> int:
             )
         )
     except ReplayError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     except KeyboardInterrupt:
-        return _fail("interrupted")
+        return fail("interrupted")
     print(stats.summary())
     return 0
 
@@ -96,7 +82,7 @@ def convert_retail_command(args: argparse.Namespace, config: AppConfig) -> int:
             args.file, args.out, args.customers, args.since
         )
     except ValueError as exc:  # not the Online Retail layout, or not a table at all
-        return _fail(f"{args.file}: {str(exc).splitlines()[0]}")
+        return fail(f"{args.file}: {str(exc).splitlines()[0]}")
     print(f"{events} events from {invoices} invoices of {customers} customers -> {args.out}")
     return 0
 
@@ -107,7 +93,7 @@ def dead_letters_command(args: argparse.Namespace, config: AppConfig) -> int:
     from journeygate.store import StoreUnavailable
 
     if config.store_backend != "redis":
-        return _fail("dead letters live in Redis: set REDIS_URL (or store.redis_url)")
+        return fail("dead letters live in Redis: set REDIS_URL (or store.redis_url)")
 
     async def run() -> int:
         streams = EventStreams(config.store.redis_url, config.events, 5.0)
@@ -127,7 +113,7 @@ def dead_letters_command(args: argparse.Namespace, config: AppConfig) -> int:
             print(f"{len(letters)} dead letter(s) shown", file=sys.stderr)
             return 0
         except StoreUnavailable as exc:
-            return _fail(str(exc))
+            return fail(str(exc))
         finally:
             await streams.close()
 
@@ -142,7 +128,7 @@ def journey_map_command(args: argparse.Namespace, config: AppConfig) -> int:
     from journeygate.store import StoreUnavailable, open_store
 
     if config.store_backend != "redis":
-        return _fail("the journey map is read from Redis: set REDIS_URL (or store.redis_url)")
+        return fail("the journey map is read from Redis: set REDIS_URL (or store.redis_url)")
 
     async def run() -> int:
         store = open_store(config.store, "redis", config.events)
@@ -152,7 +138,7 @@ def journey_map_command(args: argparse.Namespace, config: AppConfig) -> int:
                 store, until - args.hours * 3600, until, config.events.transitions_maxlen
             )
         except StoreUnavailable as exc:
-            return _fail(str(exc))
+            return fail(str(exc))
         finally:
             await store.close()
         print(found.table())
@@ -182,7 +168,7 @@ def register(sub: Any) -> None:
     )
     replay.add_argument(
         "--batch",
-        type=_positive,
+        type=positive_int,
         default=DEFAULT_BATCH,
         help=f"events per request (default {DEFAULT_BATCH})",
     )
@@ -199,7 +185,7 @@ def register(sub: Any) -> None:
     convert.add_argument("file", help="Online Retail file (CSV, CSV.gz or Parquet)")
     convert.add_argument("out", help="event file to write (JSON Lines)")
     convert.add_argument(
-        "--customers", type=_positive, help="only the N customers with the lowest ids"
+        "--customers", type=positive_int, help="only the N customers with the lowest ids"
     )
     convert.add_argument("--since", type=_date, help="only invoices from this date (YYYY-MM-DD)")
     convert.set_defaults(handler=convert_retail_command)
@@ -209,7 +195,7 @@ def register(sub: Any) -> None:
         help="list the event stream entries the workers gave up on, or requeue them",
     )
     dead.add_argument(
-        "--count", type=_positive, default=20, help="newest N dead letters (default 20)"
+        "--count", type=positive_int, default=20, help="newest N dead letters (default 20)"
     )
     dead.add_argument(
         "--requeue",
@@ -223,6 +209,6 @@ def register(sub: Any) -> None:
         "journey-map", help="journey stage transition counts (from -> to) over a time window"
     )
     journey.add_argument(
-        "--hours", type=_positive, default=24, help="the last N hours (default 24)"
+        "--hours", type=positive_int, default=24, help="the last N hours (default 24)"
     )
     journey.set_defaults(handler=journey_map_command)

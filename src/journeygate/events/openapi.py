@@ -292,7 +292,7 @@ def event_schemas(config: AppConfig) -> dict[str, Any]:
         },
         "Erasure": {
             "type": "object",
-            "required": ["visitor_id", "profile_id", "erased", "ids", "plugins"],
+            "required": ["visitor_id", "profile_id", "erased", "ids", "plugins", "webhooks"],
             "properties": {
                 "visitor_id": {"type": "string"},
                 "profile_id": {"type": "string"},
@@ -309,6 +309,11 @@ def event_schemas(config: AppConfig) -> dict[str, Any]:
                         "type": "object",
                         "additionalProperties": {"type": "integer", "minimum": 0},
                     },
+                },
+                "webhooks": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "Undelivered webhooks of these ids dropped.",
                 },
             },
         },

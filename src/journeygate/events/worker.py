@@ -1,4 +1,7 @@
-"""``journeygate worker``: applies the events in the Redis streams to profiles and sessions.
+"""``journeygate worker``: applies the events in the Redis streams to profiles and sessions,
+and, when webhook endpoints are configured, delivers the webhooks queued in Redis
+(``journeygate.webhooks.dispatcher``; every worker runs a dispatcher, the outbox gives each
+delivery to one of them).
 
 Every worker joins the consumer group of every stream shard and loops: reclaim entries
 another worker read but did not acknowledge for ``claim_idle_ms`` (it died), read new
@@ -39,6 +42,8 @@ from journeygate.events.apply import Applier
 from journeygate.events.streams import Entry, EventStreams
 from journeygate.hookspecs import ROLE_WORKER
 from journeygate.store import ProfileStore, StoreUnavailable, open_store
+from journeygate.webhooks.dispatcher import Dispatcher
+from journeygate.webhooks.model import webhook_queue
 
 log = logging.getLogger(__name__)
 
@@ -230,8 +235,13 @@ async def serve(
     executor = ThreadPoolExecutor(max_workers=config.plugins.executor_workers)
     await _start_plugins(pm, config, store, executor)
     worker = Worker(config, Applier(store, config, pm), streams, consumer or consumer_name())
+    webhooks = webhook_queue(store, config)
     try:
-        await worker.run(stop)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(worker.run(stop))
+            if webhooks is not None:  # endpoints configured: deliver webhooks beside the events
+                dispatcher = Dispatcher(webhooks, config.webhooks, worker.consumer)
+                tasks.create_task(dispatcher.run(stop))
     finally:
         log.info(
             "worker %s stopping after %d events applied, %d entries dead-lettered",

@@ -7,19 +7,14 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 from typing import Any
 
 import aiohttp
 
+from journeygate.cliutil import fail
 from journeygate.config import AppConfig
 
 API_KEY_ENV = "JOURNEYGATE_API_KEY"
-
-
-def _fail(message: str) -> int:
-    print(f"journeygate: {message}", file=sys.stderr)
-    return 2
 
 
 async def _from_redis(config: AppConfig, ids: list[str]) -> list[dict[str, Any]]:
@@ -62,9 +57,9 @@ def report_command(args: argparse.Namespace, config: AppConfig) -> int:
     known = [experiment.id for experiment in load_experiments(config)]
     ids = [args.id] if args.id else known
     if args.id and args.id not in known and not args.url:
-        return _fail(f"no experiment {args.id!r} in {config.experiments.file or 'the config'}")
+        return fail(f"no experiment {args.id!r} in {config.experiments.file or 'the config'}")
     if not ids:
-        return _fail(f"no experiments defined ({config.experiments.file or 'none configured'})")
+        return fail(f"no experiments defined ({config.experiments.file or 'none configured'})")
     try:
         if args.url:
             api_key = args.api_key or os.environ.get(API_KEY_ENV) or ""
@@ -72,11 +67,11 @@ def report_command(args: argparse.Namespace, config: AppConfig) -> int:
         elif config.store_backend == "redis":
             results = asyncio.run(_from_redis(config, ids))
         else:
-            return _fail(
+            return fail(
                 "without Redis, results live in the gateway process: pass --url (and --api-key)"
             )
     except (StoreUnavailable, RuntimeError, aiohttp.ClientError) as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     if args.json:
         print(json.dumps(results if not args.id else results[0], indent=2))
     else:

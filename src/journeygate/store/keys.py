@@ -110,6 +110,38 @@ and requeues them. ``jg:journey:transitions``: one entry per journey stage trans
 fields ``v`` (visitor id), ``from`` (empty: the visitor's first stage), ``to``, ``at`` and
 ``d`` (decision id); the entry id is the recording time, so a time window is an XRANGE.
 
+Webhook delivery (``[webhooks]`` config names the caps and TTLs; see
+``journeygate.webhooks.redis``). Every key carries the one hash tag ``{webhooks}``, so
+enqueueing (dedupe + XADD + index), claiming and completing a delivery are each one Lua
+script on one slot:
+
+====================================  =======  ===========================  ==================
+key                                   type     bound                        TTL
+====================================  =======  ===========================  ==================
+``jg:{webhooks}:outbox``              stream   ``outbox_maxlen``            none (see below)
+``jg:{webhooks}:retries``             zset     ``outbox_maxlen``            none (bounded)
+``jg:{webhooks}:retrying``            hash     as ``retries``               none (bounded)
+``jg:{webhooks}:dedupe:<key>``        string   1 (the delivery id)          ``dedupe_ttl_s``
+``jg:{webhooks}:visitor:<v>``         hash     the visitor's pending ones   index TTL (below)
+``jg:{webhooks}:dead-letters``        stream   ``dead_letter_maxlen`` (~)   none (trimmed)
+``jg:{webhooks}:log``                 stream   ``log_maxlen`` (~)           none (trimmed)
+====================================  =======  ===========================  ==================
+
+``outbox``: undelivered messages (field ``d``: the delivery as JSON), read by the dispatchers
+through the consumer group ``jg-webhooks``; an entry is acknowledged and deleted once its
+delivery succeeded, was dead-lettered or moved to ``retries``, so the stream's length is the
+backlog, and an enqueue that would take it past ``outbox_maxlen`` is refused (``MAXLEN ~``
+on the XADD is only a backstop). ``retries``: delivery ids scored by due time (ms), or by the
+end of a dispatcher's lease while one holds it; a move into it past ``outbox_maxlen``
+dead-letters the delivery instead. ``retrying``: those deliveries (JSON), removed with them.
+``visitor:<v>``: delivery id -> outbox entry id (``r`` while retrying), for erasure; a field
+goes when its delivery completes (the key with its last field), and the TTL, refreshed by
+every write, is ``dedupe_ttl_s`` plus ``max_attempts`` times ``backoff_max_ms``.
+``dead-letters``: fields ``d`` (the delivery), ``error``, ``status``, ``at``, ``v`` (visitor
+id, for erasure). ``log``: one entry per attempt outcome, fields ``id`` (delivery), ``endpoint``,
+``type``, ``outcome``, ``attempt``, ``status``, ``error``, ``ms``, ``at``; no payload and no
+visitor id.
+
 Lua scripts declare every key they touch in KEYS. Session keys are the exception that
 proves the rule: their ids are only known inside the script (found in ``esessions`` or
 ``sessions``), so the scripts declare the session prefix (``jg:{v}:es:``,

@@ -198,12 +198,14 @@ async def get_profile(request: web.Request) -> web.Response:
 @requires_api_key
 async def delete_profile(request: web.Request) -> web.Response:
     """Erase the visitor everywhere: first what plugins keep outside the profile (timers,
-    queued messages), then its profile (the merged one when it was merged), the ids merged
-    into it, sessions, histories and dedupe keys. Events received before now that are still
-    queued are dropped when the worker reaches them. A plugin that fails leaves the profile
-    in place and the answer is 503, so a retry finds every merged id again."""
+    logs) and the webhooks not delivered yet (with their dead letters), then its profile (the
+    merged one when it was merged), the ids merged into it, sessions, histories and dedupe
+    keys. Events received before now that are still queued are dropped when the worker
+    reaches them. A plugin that fails leaves the profile in place and the answer is 503, so
+    a retry finds every merged id again."""
     visitor_id = _visitor_id(request)
     store = request.app[appkeys.STORE]
+    webhooks = request.app.get(appkeys.WEBHOOKS)
     try:
         profile_id = await store.resolve_visitor(visitor_id)
         ids = list(dict.fromkeys([visitor_id, profile_id, *await store.merged_ids(profile_id)]))
@@ -216,6 +218,7 @@ async def delete_profile(request: web.Request) -> web.Response:
             f"not erased, retry: a plugin failed to forget the visitor ({exc})"
         ) from None
     try:
+        dropped = await webhooks.forget_visitor(ids) if webhooks is not None else 0
         erased = await store.delete_visitor(profile_id)
         if profile_id != visitor_id:
             erased = await store.delete_visitor(visitor_id) or erased
@@ -224,8 +227,9 @@ async def delete_profile(request: web.Request) -> web.Response:
     body = {
         "visitor_id": visitor_id,
         "profile_id": profile_id,
-        "erased": erased or any(any(counts.values()) for counts in plugins.values()),
+        "erased": erased or bool(dropped) or any(any(c.values()) for c in plugins.values()),
         "ids": ids,
         "plugins": plugins,
+        "webhooks": dropped,
     }
     return web.json_response(body)

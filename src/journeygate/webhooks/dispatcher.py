@@ -13,7 +13,6 @@ meanwhile goes back to the retries, due at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -139,7 +138,9 @@ class Dispatcher:
                     future.cancel()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until ``stop`` is set, then let the deliveries in flight finish."""
+        """Deliver until ``stop`` is set, then let the deliveries in flight finish. When the
+        run is cancelled instead, the deliveries in flight are cancelled and go back to the
+        retries (due at once, for this or another dispatcher)."""
         await self.sender.start()
         log.info(
             "webhook dispatcher %s: %d endpoints, concurrency %d",
@@ -147,6 +148,7 @@ class Dispatcher:
             len(self.config.endpoints),
             self.config.concurrency,
         )
+        outage = False
         try:
             while not stop.is_set():
                 free = self.config.concurrency - len(self._tasks)
@@ -154,29 +156,25 @@ class Dispatcher:
                 if free > 0:
                     try:
                         claims = await self.queue.claim(self.consumer, free)
+                        if outage:
+                            log.info("webhook outbox reachable again")
+                        outage = False
                     except StoreUnavailable as exc:
-                        log.warning("webhook outbox unavailable, retrying: %s", exc)
+                        if not outage:  # once per outage, not once per poll
+                            log.warning("webhook outbox unavailable, retrying: %s", exc)
+                        outage = True
                 for claim in claims:
                     task = asyncio.create_task(self.deliver(claim))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
                 await self._wait(stop, busy=free <= len(claims))
-        finally:
-            await self._drain()
-            await self.sender.close()
-            log.info("webhook dispatcher %s stopped: %s", self.consumer, self.outcomes)
-
-    async def _drain(self) -> None:
-        """Wait for the deliveries in flight; when this wait is itself cancelled, cancel them
-        (each then goes back to the retries)."""
-        if not self._tasks:
-            return
-        tasks = list(self._tasks)
-        try:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*self._tasks)
         except asyncio.CancelledError:
+            tasks = list(self._tasks)
             for task in tasks:
                 task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             raise
+        finally:
+            await self.sender.close()
+            log.info("webhook dispatcher %s stopped: %s", self.consumer, self.outcomes)

@@ -25,6 +25,7 @@ or the visitor was erased) records nothing, so the state never goes backwards.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -44,6 +45,8 @@ from journeygate.webhooks.model import (
     WebhookMessage,
     to_deliveries,
 )
+
+log = logging.getLogger(__name__)
 
 GROUP = "jg-webhooks"
 TIMEOUT_S = 2.0
@@ -88,8 +91,8 @@ return flags
 
 # KEYS: outbox, retries, retrying. ARGV: group, consumer, now (ms), lease end (ms),
 # claim_idle_ms, count. Due retries first, then entries of stopped dispatchers, then new
-# entries. Returns {source, handle, JSON} per claim: source 'r' (handle: the lease end) or
-# 's' (handle: the stream entry id).
+# entries. Returns {source, handle, JSON, record id} per claim: source 'r' (handle: the lease
+# end; record: the delivery id) or 's' (handle and record: the stream entry id).
 CLAIM_SCRIPT = """
 local group, consumer, count = ARGV[1], ARGV[2], tonumber(ARGV[6])
 local out = {}
@@ -98,14 +101,14 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[3], 'LIMIT
   local body = redis.call('HGET', KEYS[3], id)
   if body then
     redis.call('ZADD', KEYS[2], ARGV[4], id)
-    out[#out + 1] = {'r', ARGV[4], body}
+    out[#out + 1] = {'r', ARGV[4], body, id}
   else
     redis.call('ZREM', KEYS[2], id)
   end
 end
 local function take(entries)
   for _, entry in ipairs(entries) do
-    out[#out + 1] = {'s', entry[1], entry[2][2]}
+    out[#out + 1] = {'s', entry[1], entry[2][2], entry[1]}
   end
 end
 if #out < count then
@@ -323,9 +326,32 @@ class RedisOutbox:
         (found,) = await self._scripts(
             lambda pipe, sha: pipe.evalsha(sha(CLAIM_SCRIPT), 3, *MAIN_KEYS[:3], *args, count)
         )
-        return [
-            Claim(Delivery.decode(body), f"{source}:{handle}") for source, handle, body in found
-        ]
+        claims, unreadable = [], []
+        for source, handle, body, record_id in found:
+            try:
+                claims.append(Claim(Delivery.decode(body), f"{source}:{handle}"))
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error(
+                    "webhook outbox record %s unreadable (%s), dropped: %s", record_id, exc, body
+                )
+                unreadable.append((source, record_id))
+        if unreadable:
+            await self._drop(unreadable)
+        return claims
+
+    async def _drop(self, records: Sequence[tuple[str, str]]) -> None:
+        """Remove claimed records that are no delivery this code can read (written by hand,
+        or by an incompatible version), so that they cannot block the outbox; each one was
+        logged whole, to be queued again from the log if it matters."""
+        pipe = self.client.pipeline(transaction=True)
+        for source, record_id in records:
+            if source == "s":
+                pipe.xack(keys.WEBHOOK_OUTBOX, GROUP, record_id)
+                pipe.xdel(keys.WEBHOOK_OUTBOX, record_id)
+            else:
+                pipe.zrem(keys.WEBHOOK_RETRIES, record_id)
+                pipe.hdel(keys.WEBHOOK_RETRYING, record_id)
+        await self._guard(pipe.execute())
 
     async def complete(self, consumer: str, claim: Claim, result: AttemptResult) -> str | None:
         delivery = claim.delivery
