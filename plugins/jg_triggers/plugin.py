@@ -99,15 +99,17 @@ class TriggersPlugin:
         file = PluginSettings.read(config.plugin_config(PLUGIN_NAME).settings).file
         path = config.resolve_path(file)
         self.settings = await asyncio.to_thread(load_settings, path)
-        self.store = open_trigger_store(config, self.settings)
         self.outbox = webhook_outbox(store, config)
+        if self.outbox is not None:
+            check_endpoints(self.settings, config, path.name)
+        # opened when inactive too: an erasure still drops what an earlier run stored
+        self.store = open_trigger_store(config, self.settings)
         if self.outbox is None:
             log.warning(
                 "triggers inactive: no [webhooks.endpoints] configured to send %d triggers to",
                 len(self.settings.active),
             )
             return
-        check_endpoints(self.settings, config, path.name)
         self.engine = TriggerEngine(
             self.settings,
             self.store,
