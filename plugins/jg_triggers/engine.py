@@ -36,6 +36,7 @@ from jg_triggers.store import (
     Claimed,
     GuardCheck,
     LogRecord,
+    StateWrite,
     TimerEntry,
     TriggerStore,
 )
@@ -91,64 +92,81 @@ class TriggerEngine:
 
     # -- events ----------------------------------------------------------------------------
 
-    async def observe(self, event: Event) -> None:
-        """Update the visitor's trigger state, set and cancel its timers, and fire what the
-        event fires now. The state is written with a version check, retried when another
-        worker wrote it meanwhile (one visitor's events may be observed by two workers)."""
-        if event.kind not in self.kinds:
-            return
-        visitor = event.profile_id
+    async def observe(self, events: Sequence[Event]) -> None:
+        """Update the trigger state of the events' visitors, set and cancel their timers,
+        and fire what the events fire now: a few round trips for the whole batch (read every
+        state, write them, set the timers), plus the fires. A state is written only if it is
+        still at the version read; a visitor whose state another worker wrote meanwhile (one
+        visitor's events may be observed by two workers) is read and planned again."""
         settings = self.settings
+        pending: dict[str, list[Event]] = {}
+        for event in events:
+            if event.kind in self.kinds:
+                pending.setdefault(event.profile_id, []).append(event)
+        timers: list[TimerEntry] = []
+        cancel: list[tuple[str, str, str]] = []
+        fires: list[tuple[str, rules.Occurrence, dict[str, Any]]] = []
+        now = self.clock()
         for _ in range(MAX_WRITE_ATTEMPTS):
+            if not pending:
+                break
             now = self.clock()
-            state = await self.store.load_state(visitor)
-            plan = rules.observe(
-                event,
-                state.fields,
-                self.specs,
-                now,
-                settings.max_event_age_s,
-                self.session_gap_s,
-            )
-            if not plan.writes:
-                break
-            written = await self.store.save_state(
-                visitor, state.version, plan.set, plan.delete, settings.state_ttl_s
-            )
-            if written:
-                break
-        else:
+            visitors = list(pending)
+            states = await self.store.load_states(visitors)
+            plans = [
+                rules.observe_all(
+                    pending[visitor],
+                    state.fields,
+                    self.specs,
+                    now,
+                    settings.max_event_age_s,
+                    self.session_gap_s,
+                )
+                for visitor, state in zip(visitors, states, strict=True)
+            ]
+            writes = [
+                StateWrite(visitor, state.version, plan.set, plan.delete)
+                for visitor, state, plan in zip(visitors, states, plans, strict=True)
+                if plan.writes
+            ]
+            written = iter(await self.store.save_states(writes, settings.state_ttl_s))
+            retry: dict[str, list[Event]] = {}
+            for visitor, state, plan in zip(visitors, states, plans, strict=True):
+                if plan.writes and not next(written):
+                    retry[visitor] = pending[visitor]
+                    continue
+                timers += [
+                    TimerEntry(visitor, t.trigger, t.key, t.due, t.data) for t in plan.timers
+                ]
+                cancel += [(visitor, name, key) for name, key in plan.cancel]
+                fields = {**state.fields, **plan.set}
+                for name in plan.delete:
+                    fields.pop(name, None)
+                fires += [(visitor, occurrence, fields) for occurrence in plan.fire]
+            pending = retry
+        if pending:
             log.warning(
-                "trigger state of %s kept changing: event %s not applied to triggers",
-                visitor,
-                event.message_id,
+                "trigger state of %s kept changing: %d events not applied to triggers",
+                ", ".join(pending),
+                sum(map(len, pending.values())),
             )
-            return
-        if plan.cancel:
-            await self.store.cancel_timers([(visitor, name, key) for name, key in plan.cancel])
-        if plan.timers:
-            await self._set_timers(
-                [TimerEntry(visitor, t.trigger, t.key, t.due, t.data) for t in plan.timers]
-            )
-        if not plan.fire:
-            return
-        fields = {**state.fields, **plan.set}
-        for name in plan.delete:
-            fields.pop(name, None)
-        for occurrence in plan.fire:
+        await self._update_timers(timers, cancel)
+        for visitor, occurrence, fields in fires:
             spec = self.by_name[occurrence.trigger]
             try:
                 await self.fire(visitor, spec, occurrence.key, occurrence.data, fields)
             except StoreUnavailable as exc:
                 # the scheduler tries again after a lease (the guard and the outbox make
                 # sure it is sent once)
-                retry = now + settings.scheduler.lease_s
+                retry_at = now + settings.scheduler.lease_s
                 log.warning("trigger %s for %s: retrying later (%s)", spec.name, visitor, exc)
-                entry = TimerEntry(visitor, spec.name, occurrence.key, retry, occurrence.data)
-                await self._set_timers([entry])
+                entry = TimerEntry(visitor, spec.name, occurrence.key, retry_at, occurrence.data)
+                await self._update_timers([entry])
 
-    async def _set_timers(self, timers: Sequence[TimerEntry]) -> None:
-        refused = await self.store.set_timers(timers, self.settings.state_ttl_s)
+    async def _update_timers(
+        self, timers: Sequence[TimerEntry], cancel: Sequence[tuple[str, str, str]] = ()
+    ) -> None:
+        refused = await self.store.update_timers(timers, cancel, self.settings.state_ttl_s)
         if refused:
             log.error(
                 "%d trigger timers refused: a timer shard holds max_timers_per_shard (%d)",
@@ -184,12 +202,13 @@ class TriggerEngine:
         now = self.clock()
         stored = await self.profiles.load_visitor(visitor, None)
         if state is None:
-            state = (await self.store.load_state(visitor)).fields
+            (loaded,) = await self.store.load_states([visitor])
+            state = loaded.fields
         if not state and not stored.profile:
             return "dropped"  # erased (or expired) since the timer was set
         verdict = rules.confirm(spec, key, data, state, stored.profile, now)
         if isinstance(verdict, rules.Rearm):
-            await self._set_timers([TimerEntry(visitor, spec.name, key, verdict.due, data)])
+            await self._update_timers([TimerEntry(visitor, spec.name, key, verdict.due, data)])
             return "rearmed"
         if isinstance(verdict, rules.Drop):
             log.debug("trigger %s for %s not fired: %s", spec.name, visitor, verdict.reason)
@@ -209,7 +228,7 @@ class TriggerEngine:
         quiet = settings.quiet_hours
         until = quiet.deferred_until(now) if spec.marketing and quiet is not None else None
         if until is not None:
-            await self._set_timers([TimerEntry(visitor, spec.name, key, until, data)])
+            await self._update_timers([TimerEntry(visitor, spec.name, key, until, data)])
             return await record("deferred", f"quiet hours, until {iso(until)}")
         cap = settings.caps.get(spec.action)
         guarded = await self.store.guard(

@@ -11,7 +11,7 @@ import heapq
 import itertools
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ from jg_triggers.store import (
     GuardCheck,
     GuardResult,
     LogRecord,
+    StateWrite,
     TimerEntry,
     VisitorState,
 )
@@ -73,30 +74,31 @@ class MemoryTriggerStore:
             self._states.move_to_end(visitor_id)
         return state
 
-    async def load_state(self, visitor_id: str) -> VisitorState:
-        state = self._state(visitor_id, create=False)
-        if state is None:
-            return VisitorState()
-        return VisitorState(copy.deepcopy(state.fields), state.version)
+    async def load_states(self, visitor_ids: Sequence[str]) -> list[VisitorState]:
+        states = []
+        for visitor_id in visitor_ids:
+            state = self._state(visitor_id, create=False)
+            if state is None:
+                states.append(VisitorState())
+            else:
+                states.append(VisitorState(copy.deepcopy(state.fields), state.version))
+        return states
 
-    async def save_state(
-        self,
-        visitor_id: str,
-        version: int,
-        fields: Mapping[str, Any],
-        delete: Sequence[str],
-        ttl_s: float,
-    ) -> bool:
-        state = self._state(visitor_id, create=True)
-        assert state is not None
-        if state.version != version:
-            return False
-        state.fields.update(copy.deepcopy(dict(fields)))
-        for name in delete:
-            state.fields.pop(name, None)
-        state.version += 1
-        state.expires = self.clock() + ttl_s
-        return True
+    async def save_states(self, writes: Sequence[StateWrite], ttl_s: float) -> list[bool]:
+        done = []
+        for write in writes:
+            state = self._state(write.visitor, create=True)
+            assert state is not None
+            if state.version != write.version:
+                done.append(False)
+                continue
+            state.fields.update(copy.deepcopy(dict(write.fields)))
+            for name in write.delete:
+                state.fields.pop(name, None)
+            state.version += 1
+            state.expires = self.clock() + ttl_s
+            done.append(True)
+        return done
 
     # -- timers ----------------------------------------------------------------------------
 
@@ -104,7 +106,14 @@ class MemoryTriggerStore:
         self._timers[timer.id] = (score, timer)
         heapq.heappush(self._heap, (score, timer.id))
 
-    async def set_timers(self, timers: Sequence[TimerEntry], ttl_s: float) -> int:
+    async def update_timers(
+        self,
+        timers: Sequence[TimerEntry],
+        cancel: Sequence[tuple[str, str, str]],
+        ttl_s: float,
+    ) -> int:
+        for visitor_id, trigger, key in cancel:
+            self._drop(TimerEntry(visitor_id, trigger, key, 0.0).id)
         refused = 0
         for timer in timers:
             if timer.id not in self._timers and len(self._timers) >= self.max_timers:
@@ -124,9 +133,6 @@ class MemoryTriggerStore:
             if not ids:
                 del self._timer_ids[held[1].visitor]
         return True
-
-    async def cancel_timers(self, timers: Sequence[tuple[str, str, str]]) -> int:
-        return sum(self._drop(TimerEntry(v, t, k, 0.0).id) for v, t, k in timers)
 
     async def claim(self, now: float, lease_until: float, limit: int) -> list[Claimed]:
         claimed: list[Claimed] = []

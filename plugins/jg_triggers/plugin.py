@@ -6,7 +6,9 @@ signed webhooks to the email/CRM tool through the webhook outbox.
   ``[webhooks.endpoints]`` configured the triggers are inactive: the plugin starts, says so
   once, and does nothing. The timer scheduler runs in ``worker`` and ``embedded`` processes
   only; a gateway with Redis leaves events and timers to the workers.
-* ``journeygate_observe_event``: applies the rules (:mod:`jg_triggers.engine`).
+* ``journeygate_observe_event``: queues the event for the engine, which applies the rules
+  to batches of events (:class:`EventBatcher`, :mod:`jg_triggers.engine`), in ``worker``
+  and ``embedded`` processes (the only ones that observe events).
 * ``journeygate_forget_visitor``: drops the visitors' trigger state, timers and log entries
   (the gateway drops their undelivered webhooks).
 * ``journeygate_register_commands``: ``journeygate triggers list|log``.
@@ -16,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from jg_triggers.commands import add_command
@@ -47,6 +51,8 @@ log = logging.getLogger(__name__)
 # path (workers, erasures), so it waits longer than a decision's store reads.
 MIN_REDIS_TIMEOUT_S = 2.0
 SHUTDOWN_WAIT_S = 10.0
+MAX_BATCH = 500  # events per batch handed to the engine
+MAX_QUEUED = 20_000  # observed events waiting for the engine; past it the observer waits
 
 
 def open_trigger_store(config: AppConfig, settings: TriggerSettings) -> TriggerStore:
@@ -86,7 +92,7 @@ class TriggersPlugin:
         self.outbox: WebhookOutbox | None = None
         self.engine: TriggerEngine | None = None
         self.scheduler: Scheduler | None = None
-        self._pending: set[asyncio.Task[None]] = set()
+        self.batcher: EventBatcher | None = None
 
     @hookimpl
     def journeygate_register_commands(
@@ -119,6 +125,8 @@ class TriggersPlugin:
             self.clock,
         )
         if role in (ROLE_WORKER, ROLE_EMBEDDED):
+            self.batcher = EventBatcher(self.engine, MAX_BATCH, MAX_QUEUED)
+            self.batcher.start()
             self.scheduler = Scheduler(self.store, self.engine, self.settings.scheduler, self.clock)
             self.scheduler.start()
         log.info(
@@ -130,27 +138,18 @@ class TriggersPlugin:
 
     @hookimpl
     async def journeygate_shutdown(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.close(SHUTDOWN_WAIT_S)
         if self.scheduler is not None:
             await self.scheduler.stop()
-        if self._pending:
-            await asyncio.wait(self._pending, timeout=SHUTDOWN_WAIT_S)
         if self.store is not None:
             await self.store.close()
 
     @hookimpl
-    def journeygate_observe_event(self, event: Event) -> Coroutine[Any, Any, None] | None:
-        engine = self.engine
-        if engine is None or event.kind not in engine.kinds:
+    def journeygate_observe_event(self, event: Event) -> Awaitable[Any] | None:
+        if self.batcher is None or self.engine is None or event.kind not in self.engine.kinds:
             return None
-        return self._observe(engine, event)
-
-    async def _observe(self, engine: TriggerEngine, event: Event) -> None:
-        """In a task of its own: when the observer's budget runs out the worker moves on,
-        but the event's trigger work finishes (half-written state would lose a timer)."""
-        task = asyncio.get_running_loop().create_task(_observe_logged(engine, event))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-        await asyncio.shield(task)
+        return self.batcher.add(event)
 
     @hookimpl
     async def journeygate_forget_visitor(self, visitor_ids: Sequence[str]) -> Mapping[str, int]:
@@ -161,10 +160,64 @@ class TriggersPlugin:
         return await self.store.forget(visitor_ids)
 
 
-async def _observe_logged(engine: TriggerEngine, event: Event) -> None:
-    """The engine's work on one event; a failure is logged here, where it is known whether
-    anyone still waits for it."""
-    try:
-        await engine.observe(event)
-    except Exception:
-        log.exception("triggers: event %s of %s failed", event.message_id, event.profile_id)
+class EventBatcher:
+    """Hands observed events to the engine in batches, so that a batch costs the round trips
+    one event would (see :meth:`TriggerEngine.observe`).
+
+    The observer only queues the event and returns; a task of the plugin's own takes what
+    is queued, up to ``max_batch`` events at a time, in the order observed. The queue holds
+    at most ``max_queued`` events: past that the observer waits for room, which slows the
+    worker down to what the triggers keep up with (the event is queued either way, so a
+    wait cut short by the observer's budget loses nothing). Like any observer's work, what
+    is queued when a worker dies is lost; a worker that stops drains its queue first."""
+
+    def __init__(self, engine: TriggerEngine, max_batch: int, max_queued: int) -> None:
+        self.engine = engine
+        self.max_batch = max_batch
+        self.max_queued = max_queued
+        self._queue: deque[Event] = deque()
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def add(self, event: Event) -> Awaitable[Any] | None:
+        self._queue.append(event)
+        self._idle.clear()
+        self._wake.set()
+        if len(self._queue) < self.max_queued:
+            return None
+        self._room.clear()
+        return self._room.wait()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch = [
+                    self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))
+                ]
+                try:
+                    await self.engine.observe(batch)
+                except Exception:
+                    log.exception("triggers: a batch of %d events failed", len(batch))
+                if len(self._queue) < self.max_queued:
+                    self._room.set()
+            self._idle.set()
+
+    async def close(self, timeout_s: float) -> None:
+        """Process what is queued (for at most ``timeout_s``), then stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        if self._queue:
+            log.warning("triggers: %d observed events not processed at shutdown", len(self._queue))
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

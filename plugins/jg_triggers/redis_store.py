@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -22,6 +22,7 @@ from jg_triggers.store import (
     GuardCheck,
     GuardResult,
     LogRecord,
+    StateWrite,
     TimerEntry,
     VisitorState,
     shard_of,
@@ -93,33 +94,48 @@ class RedisTriggerStore:
 
     # -- visitor state ---------------------------------------------------------------------
 
-    async def load_state(self, visitor_id: str) -> VisitorState:
-        (raw,) = await self._run(lambda pipe: pipe.hgetall(keys.trigger_state(visitor_id)))
-        version = int(raw.pop("version", 0))
-        return VisitorState({name: orjson.loads(value) for name, value in raw.items()}, version)
+    async def load_states(self, visitor_ids: Sequence[str]) -> list[VisitorState]:
+        def build(pipe: Any) -> None:
+            for visitor_id in visitor_ids:
+                pipe.hgetall(keys.trigger_state(visitor_id))
 
-    async def save_state(
-        self,
-        visitor_id: str,
-        version: int,
-        fields: Mapping[str, Any],
-        delete: Sequence[str],
-        ttl_s: float,
-    ) -> bool:
-        args: list[Any] = [version, int(ttl_s * 1000), len(fields)]
-        for name, value in fields.items():
-            args += [name, orjson.dumps(value)]
-        args += [len(delete), *delete]
-        state = [keys.trigger_state(visitor_id)]
-        (done,) = await self._run(lambda pipe: self._eval(pipe, scripts.SAVE_STATE, state, args))
-        return bool(done)
+        states = []
+        for raw in await self._run(build):
+            version = int(raw.pop("version", 0))
+            fields = {name: orjson.loads(value) for name, value in raw.items()}
+            states.append(VisitorState(fields, version))
+        return states
+
+    async def save_states(self, writes: Sequence[StateWrite], ttl_s: float) -> list[bool]:
+        if not writes:
+            return []
+
+        def build(pipe: Any) -> None:
+            for write in writes:
+                args: list[Any] = [write.version, int(ttl_s * 1000), len(write.fields)]
+                for name, value in write.fields.items():
+                    args += [name, orjson.dumps(value)]
+                args += [len(write.delete), *write.delete]
+                state = [keys.trigger_state(write.visitor)]
+                self._eval(pipe, scripts.SAVE_STATE, state, args)
+
+        return [bool(done) for done in await self._run(build)]
 
     # -- timers ----------------------------------------------------------------------------
 
-    async def set_timers(self, timers: Sequence[TimerEntry], ttl_s: float) -> int:
-        if not timers:
+    async def update_timers(
+        self,
+        timers: Sequence[TimerEntry],
+        cancel: Sequence[tuple[str, str, str]],
+        ttl_s: float,
+    ) -> int:
+        if not timers and not cancel:
             return 0
         now = time.time()
+        cancelled: dict[int, list[str]] = defaultdict(list)
+        for visitor_id, trigger, key in cancel:
+            timer_id = TimerEntry(visitor_id, trigger, key, 0.0).id
+            cancelled[shard_of(visitor_id, self.shards)].append(timer_id)
         by_shard: dict[int, list[Any]] = defaultdict(list)
         by_visitor: dict[str, dict[str, float]] = defaultdict(dict)
         for timer in timers:
@@ -128,36 +144,24 @@ class RedisTriggerStore:
             by_visitor[timer.visitor][timer.id] = timer.due
 
         def build(pipe: Any) -> None:
+            for shard, ids in cancelled.items():
+                self._eval(pipe, scripts.CANCEL_TIMERS, self._shard_keys(shard), ids)
+            for visitor_id, trigger, key in cancel:
+                timer_id = TimerEntry(visitor_id, trigger, key, 0.0).id
+                pipe.zrem(keys.trigger_timer_ids(visitor_id), timer_id)
             for shard, entries in by_shard.items():
                 args = [self.max_timers_per_shard, *entries]
                 self._eval(pipe, scripts.SET_TIMERS, self._shard_keys(shard), args)
-            for visitor_id, ids in by_visitor.items():
-                key = keys.trigger_timer_ids(visitor_id)
-                pipe.zadd(key, ids)
-                pipe.zremrangebyscore(key, "-inf", now - TIMER_IDS_GRACE_S)
-                pipe.zremrangebyrank(key, 0, -TIMER_IDS_KEPT - 1)
-                pipe.pexpire(key, int(ttl_s * 1000))
+            for visitor_id, due in by_visitor.items():
+                index = keys.trigger_timer_ids(visitor_id)
+                pipe.zadd(index, due)
+                pipe.zremrangebyscore(index, "-inf", now - TIMER_IDS_GRACE_S)
+                pipe.zremrangebyrank(index, 0, -TIMER_IDS_KEPT - 1)
+                pipe.pexpire(index, int(ttl_s * 1000))
 
         replies = await self._run(build)
-        return sum(int(refused) for refused in replies[: len(by_shard)])
-
-    async def cancel_timers(self, timers: Sequence[tuple[str, str, str]]) -> int:
-        if not timers:
-            return 0
-        by_shard: dict[int, list[str]] = defaultdict(list)
-        for visitor_id, trigger, key in timers:
-            timer_id = TimerEntry(visitor_id, trigger, key, 0.0).id
-            by_shard[shard_of(visitor_id, self.shards)].append(timer_id)
-
-        def build(pipe: Any) -> None:
-            for shard, ids in by_shard.items():
-                self._eval(pipe, scripts.CANCEL_TIMERS, self._shard_keys(shard), ids)
-            for visitor_id, trigger, key in timers:
-                timer_id = TimerEntry(visitor_id, trigger, key, 0.0).id
-                pipe.zrem(keys.trigger_timer_ids(visitor_id), timer_id)
-
-        replies = await self._run(build)
-        return sum(int(removed) for removed in replies[: len(by_shard)])
+        first = len(cancelled) + len(cancel)
+        return sum(int(refused) for refused in replies[first : first + len(by_shard)])
 
     async def claim(self, now: float, lease_until: float, limit: int) -> list[Claimed]:
         args = [repr(now), repr(lease_until), limit]

@@ -2,7 +2,8 @@
 
 :func:`observe` takes one applied event and the visitor's trigger state (the fields of
 ``jg:{v}:triggers``) and returns a :class:`Plan`: state fields to write, timers to set or
-cancel, and occurrences to fire now. :func:`confirm` runs when an occurrence is about to fire
+cancel, and occurrences to fire now; :func:`observe_all` nets the plans of a visitor's
+events observed together into one. :func:`confirm` runs when an occurrence is about to fire
 (a timer came due, or :func:`observe` asked for it): with the visitor's state and the stored
 profile it says fire, wait longer (re-arm), or drop. Guardrails (consent, quiet hours, caps,
 debounce) come after, in the engine.
@@ -215,6 +216,39 @@ def observe(
             }
             plan.timers.append(Timer(spec.name, event.message_id, now + rule.delay_s, data))
     return plan
+
+
+def observe_all(
+    events: Sequence[Event],
+    state: Mapping[str, Any],
+    specs: Sequence[TriggerSpec],
+    now: float,
+    max_event_age_s: float,
+    session_gap_s: float,
+) -> Plan:
+    """What one visitor's ``events`` (in the order observed) do together, as one plan
+    against ``state``: each event sees the state the ones before it left; fields end up set
+    or deleted as the last event left them, a timer set and then cancelled is cancelled."""
+    current = dict(state)
+    timers: dict[tuple[str, str], Timer | None] = {}
+    fire: list[Occurrence] = []
+    for event in events:
+        plan = observe(event, current, specs, now, max_event_age_s, session_gap_s)
+        current.update(plan.set)
+        for name in plan.delete:
+            current.pop(name, None)
+        for name, key in plan.cancel:
+            timers[(name, key)] = None
+        for timer in plan.timers:
+            timers[(timer.trigger, timer.key)] = timer
+        fire += plan.fire
+    return Plan(
+        set={name: value for name, value in current.items() if state.get(name) != value},
+        delete=[name for name in state if name not in current],
+        timers=[timer for timer in timers.values() if timer is not None],
+        cancel=[which for which, timer in timers.items() if timer is None],
+        fire=fire,
+    )
 
 
 def _cart(

@@ -46,6 +46,16 @@ class VisitorState:
 
 
 @dataclass(frozen=True, slots=True)
+class StateWrite:
+    """Fields to set and delete in a visitor's state, if it is still at ``version``."""
+
+    visitor: str
+    version: int
+    fields: Mapping[str, Any]
+    delete: Sequence[str] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class TimerEntry:
     """A timer of one visitor: trigger ``trigger`` comes due at ``due`` for occurrence key
     ``key`` (empty: the one timer of this trigger that events keep moving)."""
@@ -147,32 +157,29 @@ class LogRecord:
 
 
 class TriggerStore(Protocol):
-    """Trigger state, timers, guardrails and the log. Every method is one round trip unless
-    it says otherwise; Redis errors surface as ``StoreUnavailable``."""
+    """Trigger state, timers, guardrails and the log. Every method is one round trip (for
+    any number of visitors or timers) unless it says otherwise; Redis errors surface as
+    ``StoreUnavailable``."""
 
-    async def load_state(self, visitor_id: str) -> VisitorState:
-        """The visitor's trigger state (empty, version 0, when it has none)."""
+    async def load_states(self, visitor_ids: Sequence[str]) -> list[VisitorState]:
+        """Each visitor's trigger state (empty, version 0, when it has none)."""
         ...
 
-    async def save_state(
+    async def save_states(self, writes: Sequence[StateWrite], ttl_s: float) -> list[bool]:
+        """Apply each write (set and delete fields, refresh the TTL) only if that visitor's
+        state is still at the write's version, then bump it; per write, False when another
+        process wrote the visitor's state first (read it again and retry)."""
+        ...
+
+    async def update_timers(
         self,
-        visitor_id: str,
-        version: int,
-        fields: Mapping[str, Any],
-        delete: Sequence[str],
+        timers: Sequence[TimerEntry],
+        cancel: Sequence[tuple[str, str, str]],
         ttl_s: float,
-    ) -> bool:
-        """Write ``fields``, delete ``delete`` and refresh the TTL, only if the state is still
-        at ``version`` (then bump it); False when another process wrote it first."""
-        ...
-
-    async def set_timers(self, timers: Sequence[TimerEntry], ttl_s: float) -> int:
-        """Set (or move) timers and remember their ids per visitor for an erasure; returns
-        how many were refused because their shard is full."""
-        ...
-
-    async def cancel_timers(self, timers: Sequence[tuple[str, str, str]]) -> int:
-        """Remove timers given as (visitor, trigger, key); returns how many existed."""
+    ) -> int:
+        """Remove the timers in ``cancel`` (visitor, trigger, key), then set (or move)
+        ``timers`` and remember their ids per visitor for an erasure; returns how many new
+        timers were refused because their shard is full."""
         ...
 
     async def claim(self, now: float, lease_until: float, limit: int) -> list[Claimed]:

@@ -385,3 +385,39 @@ def test_only_watched_event_kinds_are_read():
     assert rules.watched_kinds(specs(search_no_results={})) == {"search"}
     kinds = rules.watched_kinds(specs(cart_abandonment={}, negative_feedback={}))
     assert kinds == {"cart_add", "cart_remove", "checkout_start", "order", "feedback"}
+
+
+def test_a_visitors_events_observed_together_make_one_plan():
+    triggers = specs(cart_abandonment={"delay_s": 1800}, post_purchase={"delay_s": 86400})
+    state = {"checkout": NOW - 5000, "page": {"t": 1.0}}
+    plan = rules.observe_all(
+        [
+            ev("cart_add", NOW - 300, "a1", pid="P1", qty=1),
+            ev("order", NOW - 200, "o1", oid="O1", rev=5.0),  # cancels the cart timer
+            ev("cart_add", NOW - 100, "a2", pid="P2", qty=1),  # and a new cart sets it again
+        ],
+        state,
+        triggers,
+        NOW,
+        86400,
+        GAP,
+    )
+    assert plan.set == {
+        "checkout": NOW - 200,
+        "cart": {"since": NOW - 100, "last": NOW - 100, "qty": 1, "items": ["P2"]},
+    }
+    assert plan.delete == []
+    assert [(t.trigger, t.key, t.due) for t in plan.timers] == [
+        ("cart_abandonment", "", NOW - 100 + 1800),
+        ("post_purchase", "O1", NOW - 200 + 86400),
+    ]
+    assert plan.cancel == []
+    emptied = rules.observe_all(
+        [ev("cart_remove", NOW, "r1", pid="P2", qty=1)],
+        {**state, **plan.set},
+        triggers,
+        NOW,
+        86400,
+        GAP,
+    )
+    assert emptied.delete == ["cart"] and emptied.cancel == [("cart_abandonment", "")]
