@@ -4,11 +4,13 @@ start, /readyz says why)."""
 
 from __future__ import annotations
 
+import tomllib
+
 import pytest
 from triggerkit import SECRET, write_triggers
 
 from jg_triggers.plugin import TriggersPlugin
-from jg_triggers.settings import TriggerConfigError
+from jg_triggers.settings import PluginSettings, TriggerConfigError
 from journeygate.cli import build_parser
 from journeygate.config import PROJECT_ROOT
 from journeygate.registry import build_plugin_manager
@@ -70,3 +72,10 @@ async def test_a_trigger_sent_to_an_unknown_endpoint_stops_the_plugin(gateway, t
         "TriggerConfigError: triggers.toml: triggers.cart_abandonment.endpoint: no "
         "[webhooks.endpoints.email] is configured (configured: crm)"
     )
+
+
+def test_the_commented_config_section_shows_the_defaults():
+    text = (PROJECT_ROOT / "config" / "journeygate.toml").read_text(encoding="utf-8")
+    block = text[text.index("# [plugin.triggers]") :].split("\n\n", 1)[0].splitlines()
+    section = tomllib.loads("\n".join(line[2:] for line in block if line.startswith("# ")))
+    assert PluginSettings.read(section["plugin"]["triggers"]) == PluginSettings()
