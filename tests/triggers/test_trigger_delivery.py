@@ -14,6 +14,8 @@ from jg_offers.plugin import OffersPlugin
 from journeygate import appkeys
 from journeygate.webhooks import verify_signature
 
+pytest_plugins = ["triggerfixtures"]  # url, receiver, stack
+
 RESCUE_CATALOG = """
 [[offers]]
 id = "cart-rescue"

@@ -12,6 +12,8 @@ from triggerkit import SECRET, consent, ev, send, settle
 
 from journeygate.webhooks import verify_signature
 
+pytest_plugins = ["triggerfixtures"]  # url, receiver, stack
+
 CART = {"cart_abandonment": {"delay_s": 0.4}}
 
 

@@ -15,6 +15,8 @@ from jg_sentiment.plugin import updated_fields
 from jg_sentiment.scoring import FeedbackScore
 from journeygate import hookimpl
 
+pytest_plugins = ["triggerfixtures"]  # url, receiver, stack
+
 
 async def test_consent_caps_and_debounce_suppress_and_say_why(stack, receiver):
     deployment = await stack(

@@ -21,6 +21,8 @@ from journeygate.events.schema import parse_time
 from journeygate.registry import build_plugin_manager
 from journeygate.retail_data import read_online_retail
 
+pytest_plugins = ["triggerfixtures"]  # url, receiver, stack
+
 SAMPLE = PROJECT_ROOT / "data" / "sample" / "online_retail_sample.csv.gz"
 DAY = 86400.0
 MAX_AGE_DAYS = 30

@@ -15,6 +15,8 @@ from journeygate.cli import build_parser
 from journeygate.config import PROJECT_ROOT
 from journeygate.registry import build_plugin_manager
 
+pytest_plugins = ["triggerfixtures"]  # url, receiver, stack
+
 
 def run(config, *argv):
     pm = build_plugin_manager(

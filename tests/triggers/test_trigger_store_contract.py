@@ -14,6 +14,8 @@ from jg_triggers.redis_store import RedisTriggerStore
 from jg_triggers.store import GuardCheck, LogRecord, StateWrite, TimerEntry, shard_of
 from journeygate.store import keys
 
+pytest_plugins = ["triggerfixtures"]  # url, receiver, stack
+
 SHARDS = 4
 TTL = 3600.0
 

@@ -1,5 +1,6 @@
 """Helpers of the trigger tests: trigger files, a recording receiver (a real aiohttp server),
-`journeygate worker`s run in the test's event loop, and waiting."""
+deployments (a gateway and `journeygate worker`s run in the test's event loop, which
+deliver the webhooks), and waiting. The fixtures are in ``triggerfixtures``."""
 
 from __future__ import annotations
 

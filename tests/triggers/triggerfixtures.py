@@ -1,6 +1,7 @@
-"""Trigger fixtures: a Redis database of their own, a receiver that is a real aiohttp server,
-and deployments (a gateway and workers, which deliver the webhooks) built from a trigger
-file."""
+"""Fixtures of the trigger tests, loaded by each test module with
+``pytest_plugins = ["triggerfixtures"]`` (a conftest.py here would replace the root one for
+the tests that import ``conftest`` by name): a Redis database of their own, a receiver that
+is a real aiohttp server, and deployments built from a trigger file."""
 
 from __future__ import annotations
 
