@@ -93,14 +93,15 @@ class TriggerEngine:
     # -- events ----------------------------------------------------------------------------
 
     async def observe(self, events: Sequence[Event]) -> None:
-        """Update the trigger state of the events' visitors, set and cancel their timers,
-        and fire what the events fire now: a few round trips for the whole batch (read every
+        """Update the trigger state of the events' visitors (each visitor's events in event
+        time order, whatever order they came in), set and cancel their timers, and fire what
+        the events fire now: a few round trips for the whole batch (read every
         state, write them, set the timers), plus the fires. A state is written only if it is
         still at the version read; a visitor whose state another worker wrote meanwhile (one
         visitor's events may be observed by two workers) is read and planned again."""
         settings = self.settings
         pending: dict[str, list[Event]] = {}
-        for event in events:
+        for event in sorted(events, key=_event_time):  # the rules read events in time order
             if event.kind in self.kinds:
                 pending.setdefault(event.profile_id, []).append(event)
         timers: list[TimerEntry] = []
@@ -273,3 +274,7 @@ class TriggerEngine:
         if queued:
             log.info("trigger %s fired for %s (%s)", spec.name, target, occurrence)
         return await record("sent" if queued else "duplicate")
+
+
+def _event_time(event: Event) -> float:
+    return event.timestamp

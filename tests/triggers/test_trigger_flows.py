@@ -113,35 +113,48 @@ async def test_checkout_before_the_delay_cancels_and_an_identified_checkout_coun
     assert await deployment.outcomes() == []
 
 
-async def test_repeated_views_and_search_signals_fire_at_once(stack, receiver):
+async def test_views_dwell_searches_and_a_rare_big_order_fire_at_once(stack, receiver):
     deployment = await stack(
         {
             "repeated_product_interest": {"views": 3, "window_s": 3600},
+            "long_dwell": {"threshold_s": 60, "products": False, "paths": ["/pricing*"]},
             "search_no_results": {},
             "search_pattern": {"patterns": [r"\bcancel"], "marketing": False},
+            "high_value_infrequent": {"min_average_order_value": 200, "max_orders_per_year": 2},
         },
         workers=1,
     )
-    visitor = "browser-1"
+    visitor, now = "browser-1", time.time()
+    year = 365 * 86400
     await send(
         deployment.client,
         consent(visitor),
         *[ev("Product Viewed", visitor, product_id="P1") for _ in range(3)],
         *[ev("Product Viewed", visitor, product_id="P2") for _ in range(2)],
+        ev("page_view", visitor, now - 100, path="/pricing/teams"),
+        ev("page_view", visitor, now - 10, path="/signup"),  # 90 s on the pricing page
         ev("Products Searched", visitor, query="purple teapot", results=0),
         ev("Products Searched", visitor, query="white mug", results=12),
         ev("Products Searched", "no-consent", query="how do I cancel my order"),
+        consent("big-spender"),
+        ev("Order Completed", "big-spender", now - 1.5 * year, order_id="B1", revenue=320.0),
+        ev("Order Completed", "big-spender", now - 5, order_id="B2", revenue=480.0),
     )
-    await receiver.wait_for(3)
+    await receiver.wait_for(5)
     await asyncio.sleep(0.2)
     interest = receiver.payloads("repeated_product_interest")
     assert [p["data"]["product_id"] for p in interest] == ["P1"]
     assert interest[0]["data"]["views"] == 3
+    (dwell,) = receiver.payloads("long_dwell")
+    assert dwell["data"] == {"product_id": None, "path": "/pricing/teams", "dwell_s": 90.0}
     (search,) = receiver.payloads("search_no_results")
     assert search["data"] == {"query": "purple teapot", "results": 0}
     (pattern,) = receiver.payloads("search_pattern")
     assert pattern["visitor_id"] == "no-consent" and pattern["marketing"] is False
     assert pattern["data"]["pattern"] == r"\bcancel"
+    (vip,) = receiver.payloads("high_value_infrequent")  # the old order fired nothing
+    assert vip["visitor_id"] == "big-spender" and vip["data"]["order_id"] == "B2"
+    assert vip["data"]["average_order_value"] == 400.0 and vip["data"]["orders"] == 2
 
 
 async def test_an_order_sets_both_post_purchase_follow_ups(stack, receiver):
