@@ -25,7 +25,6 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from jg_triggers import rules
@@ -40,6 +39,7 @@ from jg_triggers.store import (
     TimerEntry,
     TriggerStore,
 )
+from journeygate.events.profile import iso
 from journeygate.events.schema import Event
 from journeygate.store import ProfileStore, StoreUnavailable
 from journeygate.webhooks import WebhookMessage, WebhookOutbox
@@ -57,14 +57,6 @@ def dedupe_key(occurrence: str) -> str:
     """The outbox's dedupe key of an occurrence: a digest, so that the key (which outlives
     an erasure by up to ``webhooks.dedupe_ttl_s``) holds no visitor id."""
     return "trigger:" + hashlib.blake2b(occurrence.encode(), digest_size=16).hexdigest()
-
-
-def iso(moment: float) -> str:
-    return (
-        datetime.fromtimestamp(moment, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
 
 
 class TriggerEngine:
