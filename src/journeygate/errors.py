@@ -78,6 +78,12 @@ class ServiceUnavailable(GatewayError):
     code = "unavailable"
 
 
+class ErasureIncomplete(ServiceUnavailable):
+    """A plugin could not erase its share of a visitor: the profile was kept, retry."""
+
+    code = "erasure_incomplete"
+
+
 class Overloaded(ServiceUnavailable):
     """The workers are behind: ingestion refuses until they catch up."""
 

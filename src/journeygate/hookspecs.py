@@ -18,7 +18,7 @@ and finally to the built-in fallback, so a request never fails because of a plug
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
@@ -38,19 +38,28 @@ PROJECT_NAME = "journeygate"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 
+# The least time an erasure hook gets, whatever its plugin's (per-decision) budget: erasing
+# takes round trips a decision never makes.
+FORGET_MIN_BUDGET_S = 5.0
+# The ``role`` passed to journeygate_startup.
+ROLE_GATEWAY = "gateway"
+ROLE_WORKER = "worker"
+ROLE_EMBEDDED = "embedded"
+
 
 # -- lifecycle ---------------------------------------------------------------------------
 
 
 @hookspec
 def journeygate_startup(
-    config: AppConfig, catalog: Catalog, executor: Executor, store: ProfileStore
+    config: AppConfig, catalog: Catalog, executor: Executor, store: ProfileStore, role: str
 ) -> Awaitable[None] | None:
     """Prepare the plugin: load models, open connections, read its own settings.
 
     When: once per gateway process, after the profile store and the catalog are open and
-    before the first request is served. A plugin whose startup raises is unregistered for the
-    life of the process, logged, and reported by ``/readyz``.
+    before the first request is served; and once per ``journeygate worker`` for the plugins
+    that observe events. A plugin whose startup raises is unregistered for the life of the
+    process, logged, and reported by ``/readyz``.
 
     :param config: the whole application config; a plugin reads its own section with
         ``config.plugin_config("NAME").settings``.
@@ -60,6 +69,12 @@ def journeygate_startup(
     :param store: the process's profile store (:class:`~journeygate.store.ProfileStore`),
         already open; a plugin that writes profile fields (``store.update_profile``) from an
         observer hook keeps it. The gateway closes it; a plugin must not.
+    :param role: what this process does, for plugins with background work that must run in
+        exactly one kind of process: ``"gateway"`` (serves requests; events go to Redis and
+        are applied by workers), ``"worker"`` (a ``journeygate worker``: applies events and
+        calls :func:`journeygate_observe_event`) or ``"embedded"`` (a gateway with the
+        in-process store, which applies and observes events itself). A scheduler that acts on
+        observed events runs in ``worker`` and ``embedded`` processes.
     :returns: nothing. All implementations are called, in call order. May be async.
     """
 
@@ -235,4 +250,28 @@ def journeygate_observe_event(event: Event) -> Awaitable[None] | None:
         ``received_at``, ``channel``, the original ``properties`` and the normalized
         ``fields``.
     :returns: nothing. All implementations are called, in call order. May be async.
+    """
+
+
+# -- erasure -----------------------------------------------------------------------------
+
+
+@hookspec
+def journeygate_forget_visitor(
+    visitor_ids: Sequence[str],
+) -> Mapping[str, int] | Awaitable[Mapping[str, int] | None] | None:
+    """Erase what the plugin keeps about visitors outside the profile (timers, logs, queued
+    messages): the right to be forgotten.
+
+    When: on ``DELETE /v1/profiles/{id}``, in the gateway, before the profile store erases
+    the visitor, so that a retry still knows every merged id. An implementation that raises
+    or runs past its time (its plugin's budget, at least :data:`FORGET_MIN_BUDGET_S`) makes
+    the request answer 503 and the client retries the whole erasure; an implementation must
+    therefore be idempotent.
+
+    :param visitor_ids: the id as requested, the profile it resolves to, and every id merged
+        into that profile (identify/alias), each once.
+    :returns: what was erased, as counts by kind (``{"timers": 2, "log_entries": 5}``), or
+        None when the plugin keeps nothing. All implementations are called, in call order;
+        the erasure response lists each plugin's counts. May be async.
     """

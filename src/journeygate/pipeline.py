@@ -26,6 +26,7 @@ from journeygate import OFFLOAD_ATTRIBUTE
 from journeygate.catalog import Catalog, Product
 from journeygate.config import AppConfig
 from journeygate.experiments.runner import ExperimentRunner
+from journeygate.hookspecs import FORGET_MIN_BUDGET_S, ROLE_EMBEDDED, ROLE_GATEWAY
 from journeygate.metrics import Metrics
 from journeygate.model import (
     Block,
@@ -79,6 +80,10 @@ class _Impl:
     budget: float
     last_resort: bool  # a built-in whose late answer is still better than none
     duration: Any  # the plugin's latency histogram for this hook
+
+
+class PluginFailed(RuntimeError):
+    """A plugin failed an operation that must not be skipped (an erasure)."""
 
 
 @dataclass(slots=True)
@@ -174,6 +179,7 @@ class Pipeline:
                             "catalog": self.catalog,
                             "executor": self.executor,
                             "store": self.store,
+                            "role": self.role,
                         },
                     )
                 )
@@ -206,6 +212,37 @@ class Pipeline:
                 await _await_maybe(self._invoke(impl, {}))
             except Exception:
                 log.exception("plugin %s failed to shut down", impl.plugin)
+
+    @property
+    def role(self) -> str:
+        """The ``role`` plugins start with: a gateway with Redis leaves events to workers."""
+        return ROLE_GATEWAY if self.config.store_backend == "redis" else ROLE_EMBEDDED
+
+    async def forget_visitor(self, visitor_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Call every ``journeygate_forget_visitor`` implementation, one after the other, each
+        under its plugin's budget (at least ``FORGET_MIN_BUDGET_S``). Returns each plugin's
+        counts; raises :class:`PluginFailed` naming every plugin that failed, after all of
+        them were called (an erasure is retried as a whole)."""
+        erased: dict[str, dict[str, int]] = {}
+        failed: list[str] = []
+        for impl in self._prepare("journeygate_forget_visitor"):
+            budget = max(impl.budget, FORGET_MIN_BUDGET_S)
+            try:
+                async with asyncio.timeout(budget):
+                    counts = await _await_maybe(self._invoke(impl, {"visitor_ids": visitor_ids}))
+            except TimeoutError:
+                log.error("plugin %s did not erase within %.0f s", impl.plugin, budget)
+                failed.append(f"{impl.plugin}: timeout")
+                continue
+            except Exception as exc:
+                log.exception("plugin %s failed to erase %s", impl.plugin, list(visitor_ids))
+                failed.append(f"{impl.plugin}: {exc.__class__.__name__}: {exc}")
+                continue
+            if counts:
+                erased[impl.plugin] = {str(kind): int(n) for kind, n in counts.items()}
+        if failed:
+            raise PluginFailed("; ".join(failed))
+        return erased
 
     @property
     def plugin_names(self) -> frozenset[str]:

@@ -6,6 +6,8 @@ import jsonschema
 import pytest
 from eventkit import ADMIN, apply_pending, basic, event, fresh_redis_url, overrides
 
+from journeygate import hookimpl
+
 
 @pytest.fixture
 def url(redis_url):
@@ -125,7 +127,14 @@ async def test_erasure_everywhere(client, visitor_id):
     response = await client.post("/v1/events", json={"events": [queued]}, headers=basic())
     assert response.status == 200
     response = await client.delete(f"/v1/profiles/{anonymous}", headers=ADMIN)
-    assert await response.json() == {"visitor_id": anonymous, "profile_id": user, "erased": True}
+    assert await response.json() == {
+        "visitor_id": anonymous,
+        "profile_id": user,
+        "erased": True,
+        "ids": [anonymous, user],
+        "plugins": {},
+        "webhooks": 0,
+    }
     await apply_pending(client)
     for visitor in (anonymous, user):
         assert (await client.get(f"/v1/profiles/{visitor}", headers=ADMIN)).status == 404
@@ -136,3 +145,49 @@ async def test_erasure_everywhere(client, visitor_id):
     await ingest(client, order(user, f"{user}-o3", 7.0, user_id=user))
     profile = await (await client.get(f"/v1/profiles/{user}", headers=ADMIN)).json()
     assert profile["aggregates"]["orders"] == 1 and profile["merged_ids"] == []
+
+
+async def test_a_plugin_that_cannot_forget_stops_the_erasure_until_a_retry(
+    gateway, url, visitor_id
+):
+    anonymous, user = visitor_id, f"{visitor_id}-customer"
+    asked: list[list[str]] = []
+
+    class Keeper:
+        """Keeps something per visitor outside the profile; fails once, like a lost
+        connection."""
+
+        failing = True
+
+        @hookimpl
+        async def journeygate_forget_visitor(self, visitor_ids):
+            asked.append(list(visitor_ids))
+            if self.failing:
+                self.failing = False
+                raise ConnectionError("keeper store unreachable")
+            return {"notes": len(visitor_ids)}
+
+    client = await gateway(extra_plugins=[("keeper", Keeper())], **overrides("redis", url))
+    await ingest(
+        client,
+        event("page_view", anonymous, path="/"),
+        {**event("identify", anonymous), "user_id": user},
+    )
+    document = await (await client.get("/openapi.json")).json()
+    path = "/v1/profiles/{visitor_id}"
+    response = await client.delete(f"/v1/profiles/{user}", headers=ADMIN)
+    assert response.status == 503
+    body = await response.json()
+    schema(document, path, "delete", 503).validate(body)
+    assert body["error"]["code"] == "erasure_incomplete"
+    assert "keeper" in body["error"]["message"]
+    # nothing was erased: the retry still finds the merged id
+    assert (await client.get(f"/v1/profiles/{anonymous}", headers=ADMIN)).status == 200
+    response = await client.delete(f"/v1/profiles/{user}", headers=ADMIN)
+    assert response.status == 200
+    body = await response.json()
+    schema(document, path, "delete", 200).validate(body)
+    assert body["ids"] == [user, anonymous]
+    assert body["plugins"] == {"keeper": {"notes": 2}}
+    assert asked == [[user, anonymous], [user, anonymous]]
+    assert (await client.get(f"/v1/profiles/{anonymous}", headers=ADMIN)).status == 404

@@ -259,6 +259,18 @@ async def test_erasure_reaches_merged_ids_and_drops_older_events(store, visitor_
     assert await store.delete_visitor(f"{visitor_id}-never") is False
 
 
+async def test_merged_ids_follow_merges_of_merged_ids(store, visitor_id):
+    first, second, user = f"{visitor_id}-a1", f"{visitor_id}-a2", f"{visitor_id}-user"
+    for anonymous, into in ((first, second), (second, user)):
+        await apply(store, anonymous, ev("page_view", anonymous, -60))
+        await store.begin_merge(anonymous, into)
+        await store.finish_merge(anonymous, into)
+    assert await store.merged_ids(user) == [second, first]
+    assert await store.merged_ids(second) == [first]
+    assert await store.merged_ids(first) == []
+    assert await store.merged_ids(f"{visitor_id}-never") == []
+
+
 async def test_every_redis_key_has_a_ttl(redis_url, visitor_id):
     store = open_store(StoreConfig(redis_url=redis_url, timeout_ms=1000), "redis", EVENTS)
     anonymous = f"{visitor_id}-anon"

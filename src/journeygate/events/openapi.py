@@ -292,11 +292,29 @@ def event_schemas(config: AppConfig) -> dict[str, Any]:
         },
         "Erasure": {
             "type": "object",
-            "required": ["visitor_id", "profile_id", "erased"],
+            "required": ["visitor_id", "profile_id", "erased", "ids", "plugins", "webhooks"],
             "properties": {
                 "visitor_id": {"type": "string"},
                 "profile_id": {"type": "string"},
                 "erased": {"type": "boolean", "description": "Whether anything was stored."},
+                "ids": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "The ids erased: as requested, its profile, merged ids.",
+                },
+                "plugins": {
+                    "type": "object",
+                    "description": "What each plugin erased outside the profile, by kind.",
+                    "additionalProperties": {
+                        "type": "object",
+                        "additionalProperties": {"type": "integer", "minimum": 0},
+                    },
+                },
+                "webhooks": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "Undelivered webhooks of these ids dropped.",
+                },
             },
         },
         "JourneyMap": {
@@ -470,7 +488,10 @@ def event_paths() -> dict[str, Any]:
                 "200": json_body(ref("Erasure"), "Erased (idempotent)."),
                 "400": error_body("Not a valid visitor id."),
                 "401": error_body("Missing or wrong API key."),
-                "503": error_body("The profile store is not reachable."),
+                "503": error_body(
+                    "The profile store is not reachable, or a plugin failed to erase its "
+                    "share (code erasure_incomplete); nothing was lost, retry."
+                ),
             },
         },
     }

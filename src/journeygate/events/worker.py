@@ -40,6 +40,7 @@ from journeygate.catalog import Catalog, load_catalog
 from journeygate.config import AppConfig
 from journeygate.events.apply import Applier
 from journeygate.events.streams import Entry, EventStreams
+from journeygate.hookspecs import ROLE_WORKER
 from journeygate.store import ProfileStore, StoreUnavailable, open_store
 from journeygate.webhooks.dispatcher import Dispatcher
 from journeygate.webhooks.model import webhook_queue
@@ -176,7 +177,13 @@ async def _start_plugins(
         return
     path = config.resolve_path(config.catalog.path)
     catalog = await asyncio.to_thread(load_catalog, path) if path.exists() else Catalog(())
-    kwargs = {"config": config, "catalog": catalog, "executor": executor, "store": store}
+    kwargs = {
+        "config": config,
+        "catalog": catalog,
+        "executor": executor,
+        "store": store,
+        "role": ROLE_WORKER,
+    }
     for impl in reversed(pm.hook.journeygate_startup.get_hookimpls()):
         if impl.plugin_name not in observers:
             continue

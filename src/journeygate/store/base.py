@@ -105,6 +105,12 @@ class ProfileStore(Protocol):
         True when there was anything to erase."""
         ...
 
+    async def merged_ids(self, visitor_id: str) -> list[str]:
+        """The ids merged into ``visitor_id`` (identify/alias), and those merged into them, in
+        the order found; :meth:`delete_visitor` erases them with it. Plugins that keep data
+        per visitor id are asked to forget these too."""
+        ...
+
     async def apply_events(
         self, batches: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]
     ) -> list[Applied]:

@@ -142,6 +142,48 @@ id, for erasure). ``log``: one entry per attempt outcome, fields ``id`` (deliver
 ``type``, ``outcome``, ``attempt``, ``status``, ``error``, ``ms``, ``at``; no payload and no
 visitor id.
 
+Behavioral triggers (``plugins/jg_triggers``; the trigger file, ``[plugin.triggers] file``,
+names the caps and TTLs). Per visitor, under its hash tag, each expiring ``state_ttl_s``
+after its last write:
+
+=================================  =======  ==========================  =====================
+key                                type     bound                       TTL
+=================================  =======  ==========================  =====================
+``jg:{v}:triggers``                hash     a fixed set of fields       ``state_ttl_s``
+``jg:{v}:triggers:timers``         zset     1000 timer ids              ``state_ttl_s``
+``jg:{v}:triggers:log``            list     200 log entry ids           ``state_ttl_s``
+=================================  =======  ==========================  =====================
+
+``triggers``: the rules' state (``cart``, ``checkout``, ``views`` of at most 50 products,
+``page``, ``due:NAME``; see ``jg_triggers.rules``), ``version`` (every write checks it, so
+two workers never lose each other's update), and the guardrails' memory: ``fires`` (the
+last ``fires_kept`` fires as [occurrence, trigger, action, time], for caps, debounce and
+recognising a retried occurrence) and ``last`` (trigger -> last fire time, also written to
+the profile field ``triggers`` that the offers plugin reads). ``triggers:timers`` and
+``triggers:log`` index the visitor's timers (by due time; ids of timers due more than a day
+ago are dropped) and log entries, so that an erasure finds them.
+
+Timers and the log belong to no visitor. Their hash tags hold a ``/``, which no visitor id
+may contain, so they never share a key name with a visitor's keys:
+
+=================================  =======  ==========================  =====================
+key                                type     bound                       TTL
+=================================  =======  ==========================  =====================
+``jg:{triggers/K}:due``            zset     ``max_timers_per_shard``    none (bounded)
+``jg:{triggers/K}:timers``         hash     as ``due``                  none (bounded)
+``jg:{triggers/log}``              stream   ``log_maxlen`` (~)          none (trimmed)
+=================================  =======  ==========================  =====================
+
+``due`` (K = 0 .. ``shards`` - 1, the visitor's shard is ``crc32(visitor id) % shards``):
+timer ids (``visitor|trigger|key``) scored by due time, or by the end of a scheduler's lease
+while one holds it; ``timers``: what each timer carries (JSON: visitor, trigger, key, due,
+data), removed with it. A timer leaves both when it fired (or no longer held), so a shard
+holds the timers still to come; a new timer past ``max_timers_per_shard`` is refused and
+logged. ``jg:{triggers/log}``: one entry per fired trigger: ``at``, ``trigger``, ``visitor``
+(the profile it fired for), ``occurrence``, ``outcome`` (``sent``, ``duplicate``,
+``deferred``, ``suppressed:no_consent|cap|debounce``), ``action``, ``endpoint``,
+``detail``.
+
 Lua scripts declare every key they touch in KEYS. Session keys are the exception that
 proves the rule: their ids are only known inside the script (found in ``esessions`` or
 ``sessions``), so the scripts declare the session prefix (``jg:{v}:es:``,
@@ -294,3 +336,34 @@ def webhook_dedupe(dedupe_key: str) -> str:
 def webhook_visitor(visitor_id: str) -> str:
     """``jg:{webhooks}:visitor:<visitor id>``: where the visitor's pending deliveries are."""
     return f"{WEBHOOKS}:visitor:{visitor_id}"
+
+
+# Behavioral triggers (plugins/jg_triggers): per visitor, the trigger state, the ids of its
+# timers and of its log entries; timers in shards and the log in keys whose hash tag holds a
+# "/", which no visitor id may contain, so they never meet a visitor's keys.
+def trigger_state(visitor_id: str) -> str:
+    """``jg:{v}:triggers``: the visitor's trigger state and guardrail memory."""
+    return visitor_key(visitor_id, "triggers")
+
+
+def trigger_timer_ids(visitor_id: str) -> str:
+    """``jg:{v}:triggers:timers``: the ids of the visitor's timers, by due time."""
+    return visitor_key(visitor_id, "triggers", "timers")
+
+
+def trigger_log_ids(visitor_id: str) -> str:
+    """``jg:{v}:triggers:log``: the ids of the visitor's entries in the trigger log."""
+    return visitor_key(visitor_id, "triggers", "log")
+
+
+def trigger_due(shard: int) -> str:
+    """``jg:{triggers/K}:due``: timer ids of shard K by due time (or end of a claim's lease)."""
+    return f"{PREFIX}:{{triggers/{shard}}}:due"
+
+
+def trigger_timers(shard: int) -> str:
+    """``jg:{triggers/K}:timers``: what each timer of shard K carries (JSON)."""
+    return f"{PREFIX}:{{triggers/{shard}}}:timers"
+
+
+TRIGGER_LOG = f"{PREFIX}:{{triggers/log}}"

@@ -195,6 +195,17 @@ class MemoryProfileStore:
                 pending += [alias for alias in visitor.aliases if alias not in done]
         return removed
 
+    async def merged_ids(self, visitor_id: str) -> list[str]:
+        found: list[str] = []
+        pending = [visitor_id]
+        while pending:
+            visitor = self._visitor(pending.pop(), create=False)
+            for alias in sorted(visitor.aliases) if visitor is not None else ():
+                if alias != visitor_id and alias not in found:
+                    found.append(alias)
+                    pending.append(alias)
+        return found
+
     # -- events: the same semantics as events.lua in the Redis store -------------------------
 
     def _erased_at(self, visitor_id: str) -> float:

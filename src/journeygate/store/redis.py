@@ -191,6 +191,23 @@ class RedisProfileStore:
             pending += [alias for alias in aliases if alias not in done]
         return removed > 0
 
+    async def merged_ids(self, visitor_id: str) -> list[str]:
+        """One SMEMBERS round trip per generation of merges (usually one)."""
+        found: list[str] = []
+        level = [visitor_id]
+        while level:
+            pipe = self.client.pipeline(transaction=False)
+            for current in level:
+                pipe.smembers(keys.visitor_key(current, "aliases"))
+            replies = await self._execute(pipe)
+            level = []
+            for aliases in replies:
+                for alias in sorted(aliases):
+                    if alias != visitor_id and alias not in found:
+                        found.append(alias)
+                        level.append(alias)
+        return found
+
     # -- events (see keys.py for what each key holds) ---------------------------------------
 
     async def _sha(self, script: str, reload: bool = False) -> str:

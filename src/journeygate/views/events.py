@@ -15,6 +15,7 @@ from aiohttp import web
 
 from journeygate import appkeys
 from journeygate.errors import (
+    ErasureIncomplete,
     InvalidRequest,
     NotFound,
     Overloaded,
@@ -32,6 +33,7 @@ from journeygate.events.schema import (
 )
 from journeygate.events.streams import Backpressure
 from journeygate.middleware import API_KEY_HEADER, error_response, requires_api_key
+from journeygate.pipeline import PluginFailed
 from journeygate.store import StoreUnavailable
 from journeygate.views.jsonio import json_response, read_json
 
@@ -195,20 +197,39 @@ async def get_profile(request: web.Request) -> web.Response:
 
 @requires_api_key
 async def delete_profile(request: web.Request) -> web.Response:
-    """Erase the visitor everywhere: its profile (the merged one when it was merged), the ids
-    merged into it, sessions, histories and dedupe keys. Events received before now that are
-    still queued are dropped when the worker reaches them; webhooks of the visitor (and of
-    its profile) not delivered yet are dropped, with their dead letters."""
+    """Erase the visitor everywhere: first what plugins keep outside the profile (timers,
+    logs) and the webhooks not delivered yet (with their dead letters), then its profile (the
+    merged one when it was merged), the ids merged into it, sessions, histories and dedupe
+    keys. Events received before now that are still queued are dropped when the worker
+    reaches them. A plugin that fails leaves the profile in place and the answer is 503, so
+    a retry finds every merged id again."""
     visitor_id = _visitor_id(request)
     store = request.app[appkeys.STORE]
     webhooks = request.app.get(appkeys.WEBHOOKS)
     try:
         profile_id = await store.resolve_visitor(visitor_id)
+        ids = list(dict.fromkeys([visitor_id, profile_id, *await store.merged_ids(profile_id)]))
+    except StoreUnavailable:
+        raise ServiceUnavailable("the profile store is not reachable; retry") from None
+    try:
+        plugins = await request.app[appkeys.PIPELINE].forget_visitor(ids)
+    except PluginFailed as exc:
+        raise ErasureIncomplete(
+            f"not erased, retry: a plugin failed to forget the visitor ({exc})"
+        ) from None
+    try:
+        dropped = await webhooks.forget_visitor(ids) if webhooks is not None else 0
         erased = await store.delete_visitor(profile_id)
         if profile_id != visitor_id:
             erased = await store.delete_visitor(visitor_id) or erased
-        if webhooks is not None:
-            await webhooks.forget_visitor(sorted({visitor_id, profile_id}))
     except StoreUnavailable:
         raise ServiceUnavailable("the profile store is not reachable; retry") from None
-    return web.json_response({"visitor_id": visitor_id, "profile_id": profile_id, "erased": erased})
+    body = {
+        "visitor_id": visitor_id,
+        "profile_id": profile_id,
+        "erased": erased or bool(dropped) or any(any(c.values()) for c in plugins.values()),
+        "ids": ids,
+        "plugins": plugins,
+        "webhooks": dropped,
+    }
+    return web.json_response(body)
