@@ -73,8 +73,8 @@ def trigger_keys(url: str, *visitors: str) -> list[str]:
     try:
         found = [k for pattern in patterns for k in client.scan_iter(match=pattern)]
         found += [k for k in client.scan_iter(match="jg:{triggers/*}:*") if client.exists(k)]
-        if client.exists("jg:{webhooks}:outbox") and client.xlen("jg:{webhooks}:outbox"):
-            found.append("jg:{webhooks}:outbox")
+        if client.exists("jg:{webhooks/}:outbox") and client.xlen("jg:{webhooks/}:outbox"):
+            found.append("jg:{webhooks/}:outbox")
         return sorted(found)
     finally:
         client.close()

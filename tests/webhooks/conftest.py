@@ -1,5 +1,5 @@
 """Webhook fixtures: configs with small timings, outboxes over the in-process store and over
-a real Redis (the ``{webhooks}`` keys cleared around each test), and receivers that are real
+a real Redis (the ``{webhooks/}`` keys cleared around each test), and receivers that are real
 aiohttp servers."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from journeygate.webhooks.model import WebhookQueue, webhook_queue
 
 
 def clear_webhook_keys(client: redis.Redis) -> None:
-    doomed = list(client.scan_iter(match="jg:{webhooks}:*", count=1000))
+    doomed = list(client.scan_iter(match="jg:{webhooks/}:*", count=1000))
     if doomed:
         client.delete(*doomed)
 

@@ -152,7 +152,7 @@ async def test_keys_expire_or_are_bounded(redis_queues, receiver, clean_webhooks
         keys.WEBHOOK_LOG,
         keys.WEBHOOK_DEAD_LETTERS,
     }
-    for key in client.scan_iter(match="jg:{webhooks}:*"):
+    for key in client.scan_iter(match="jg:{webhooks/}:*"):
         assert key in bounded or client.ttl(key) > 0, key
     assert client.xlen(keys.WEBHOOK_OUTBOX) == 0  # acknowledged entries are deleted
     assert client.zcard(keys.WEBHOOK_RETRIES) == client.hlen(keys.WEBHOOK_RETRYING) == 0

@@ -111,20 +111,20 @@ fields ``v`` (visitor id), ``from`` (empty: the visitor's first stage), ``to``, 
 ``d`` (decision id); the entry id is the recording time, so a time window is an XRANGE.
 
 Webhook delivery (``[webhooks]`` config names the caps and TTLs; see
-``journeygate.webhooks.redis``). Every key carries the one hash tag ``{webhooks}``, so
+``journeygate.webhooks.redis``). Every key carries the one hash tag ``{webhooks/}``, so
 enqueueing (dedupe + XADD + index), claiming and completing a delivery are each one Lua
 script on one slot:
 
 ====================================  =======  ===========================  ==================
 key                                   type     bound                        TTL
 ====================================  =======  ===========================  ==================
-``jg:{webhooks}:outbox``              stream   ``outbox_maxlen``            none (see below)
-``jg:{webhooks}:retries``             zset     ``outbox_maxlen``            none (bounded)
-``jg:{webhooks}:retrying``            hash     as ``retries``               none (bounded)
-``jg:{webhooks}:dedupe:<key>``        string   1 (the delivery id)          ``dedupe_ttl_s``
-``jg:{webhooks}:visitor:<v>``         hash     the visitor's pending ones   index TTL (below)
-``jg:{webhooks}:dead-letters``        stream   ``dead_letter_maxlen`` (~)   none (trimmed)
-``jg:{webhooks}:log``                 stream   ``log_maxlen`` (~)           none (trimmed)
+``jg:{webhooks/}:outbox``             stream   ``outbox_maxlen``            none (see below)
+``jg:{webhooks/}:retries``            zset     ``outbox_maxlen``            none (bounded)
+``jg:{webhooks/}:retrying``           hash     as ``retries``               none (bounded)
+``jg:{webhooks/}:dedupe:<key>``       string   1 (the delivery id)          ``dedupe_ttl_s``
+``jg:{webhooks/}:visitor:<v>``        hash     the visitor's pending ones   index TTL (below)
+``jg:{webhooks/}:dead-letters``       stream   ``dead_letter_maxlen`` (~)   none (trimmed)
+``jg:{webhooks/}:log``                stream   ``log_maxlen`` (~)           none (trimmed)
 ====================================  =======  ===========================  ==================
 
 ``outbox``: undelivered messages (field ``d``: the delivery as JSON), read by the dispatchers
@@ -318,9 +318,10 @@ def offer_redemptions(offer_id: str) -> str:
     return f"{PREFIX}:offer:{{{offer_id}}}:redemptions"
 
 
-# Webhook delivery (journeygate.webhooks.redis): every key under the one hash tag {webhooks},
+# Webhook delivery (journeygate.webhooks.redis): every key under the one hash tag {webhooks/}
+# (the "/" keeps it apart from a visitor named "webhooks": visitor ids cannot contain one),
 # so that enqueueing, claiming and completing a delivery are each one atomic script.
-WEBHOOKS = f"{PREFIX}:{{webhooks}}"
+WEBHOOKS = f"{PREFIX}:{{webhooks/}}"
 WEBHOOK_OUTBOX = f"{WEBHOOKS}:outbox"
 WEBHOOK_RETRIES = f"{WEBHOOKS}:retries"
 WEBHOOK_RETRYING = f"{WEBHOOKS}:retrying"
@@ -329,12 +330,12 @@ WEBHOOK_LOG = f"{WEBHOOKS}:log"
 
 
 def webhook_dedupe(dedupe_key: str) -> str:
-    """``jg:{webhooks}:dedupe:<key>``: a message's dedupe key, while it counts."""
+    """``jg:{webhooks/}:dedupe:<key>``: a message's dedupe key, while it counts."""
     return f"{WEBHOOKS}:dedupe:{dedupe_key}"
 
 
 def webhook_visitor(visitor_id: str) -> str:
-    """``jg:{webhooks}:visitor:<visitor id>``: where the visitor's pending deliveries are."""
+    """``jg:{webhooks/}:visitor:<visitor id>``: where the visitor's pending deliveries are."""
     return f"{WEBHOOKS}:visitor:{visitor_id}"
 
 

@@ -1,21 +1,21 @@
 """The Redis outbox: durable across restarts, shared by every dispatcher.
 
-Keys (all under the hash tag ``{webhooks}``, so each step below is one atomic script on one
+Keys (all under the hash tag ``{webhooks/}``, so each step below is one atomic script on one
 slot; bounds in ``journeygate.store.keys``):
 
-- ``jg:{webhooks}:outbox``: a stream of new deliveries (field ``d``: the delivery as JSON),
+- ``jg:{webhooks/}:outbox``: a stream of new deliveries (field ``d``: the delivery as JSON),
   read through the consumer group ``jg-webhooks``. An entry is acknowledged and deleted only
   when its delivery succeeded, was dead-lettered, or moved to the retries, in the same script,
   so the stream's length is the backlog. Entries a dispatcher read but did not complete for
   ``claim_idle_ms`` (it stopped) are taken over with XAUTOCLAIM.
-- ``jg:{webhooks}:retries`` (zset: delivery id, score: due time in ms) with the deliveries in
-  ``jg:{webhooks}:retrying`` (hash: id -> JSON). Claiming a due retry sets its score to the
+- ``jg:{webhooks/}:retries`` (zset: delivery id, score: due time in ms) with the deliveries in
+  ``jg:{webhooks/}:retrying`` (hash: id -> JSON). Claiming a due retry sets its score to the
   end of a lease (now + ``lease_ms``): a dispatcher that stops leaves it to come back.
-- ``jg:{webhooks}:dedupe:<key>``: SET NX with a TTL of ``dedupe_ttl_s``, in the same script
+- ``jg:{webhooks/}:dedupe:<key>``: SET NX with a TTL of ``dedupe_ttl_s``, in the same script
   as the XADD, so a message is queued once however many producers race.
-- ``jg:{webhooks}:visitor:<id>``: the visitor's pending deliveries (id -> stream entry id,
+- ``jg:{webhooks/}:visitor:<id>``: the visitor's pending deliveries (id -> stream entry id,
   or ``r`` while retrying), for :meth:`RedisOutbox.forget_visitor`.
-- ``jg:{webhooks}:dead-letters`` and ``jg:{webhooks}:log``: trimmed streams.
+- ``jg:{webhooks/}:dead-letters`` and ``jg:{webhooks/}:log``: trimmed streams.
 
 Completing a claim is fenced: a stream entry must still be pending for this consumer, a
 retry must still carry this lease's score. A dispatcher that lost its claim (it was too slow,
