@@ -6,6 +6,7 @@ plugin sees, except through the hook results the pipeline merges on purpose.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -13,6 +14,9 @@ from typing import Any
 
 PAGE_TYPES = ("home", "category", "product", "search", "cart", "checkout", "confirmation", "other")
 CHANNELS = ("web", "app", "email", "store", "support")
+# Visitor, session and user ids become part of Redis keys inside a hash tag (``jg:{id}:…``):
+# no braces, no whitespace, and no "/" (global keys use it to stay apart from visitors').
+IDENTIFIER = re.compile(r"^[A-Za-z0-9._:@+-]{1,128}$")
 SLOT_KINDS = ("recommendations", "offer")
 
 EMPTY: Mapping[str, Any] = MappingProxyType({})

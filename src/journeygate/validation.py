@@ -23,6 +23,7 @@ from journeygate.errors import (
 from journeygate.model import (
     CHANNELS,
     EMPTY,
+    IDENTIFIER,
     PAGE_TYPES,
     SLOT_KINDS,
     CartItem,
@@ -32,9 +33,6 @@ from journeygate.model import (
     SlotRequest,
 )
 
-# Visitor and session ids become part of Redis keys inside a hash tag, so braces and
-# whitespace are not allowed.
-IDENTIFIER = re.compile(r"^[A-Za-z0-9._:@+-]{1,128}$")
 SLOT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_TEXT = 2048
 MAX_CART_ITEMS = 100

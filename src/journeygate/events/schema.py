@@ -29,7 +29,6 @@ of the batch that is wrong, so one bad event never rejects the others.
 from __future__ import annotations
 
 import math
-import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,10 +36,8 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-from journeygate.model import CHANNELS
+from journeygate.model import CHANNELS, IDENTIFIER
 
-# Ids become part of Redis keys inside a hash tag: no braces, no whitespace.
-IDENTIFIER = re.compile(r"^[A-Za-z0-9._:@+-]{1,128}$")
 MAX_TEXT = 512
 MAX_ITEMS = 100
 MAX_QUANTITY = 10_000
