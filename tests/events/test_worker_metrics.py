@@ -365,8 +365,11 @@ async def test_the_worker_command_serves_metrics_on_its_port_and_refuses_a_taken
         _, stderr = second.communicate(timeout=30)
         assert second.returncode == 2
         last = stderr.strip().splitlines()[-1]
-        assert last.startswith(f"journeygate: worker metrics: cannot listen on 127.0.0.1:{port}")
-        assert "needs its own --metrics-port" in last
+        assert last == (
+            f"journeygate: worker metrics: cannot listen on 127.0.0.1:{port}: Address already "
+            "in use; every worker on a host needs its own --metrics-port "
+            "(events.worker_metrics_port)"
+        )
         assert "Traceback" not in stderr
     finally:
         process.send_signal(signal.SIGTERM)

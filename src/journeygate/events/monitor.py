@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 
 from aiohttp import web
@@ -116,9 +117,10 @@ async def start_monitor(
         await web.TCPSite(runner, host, port).start()
     except OSError as exc:
         await runner.cleanup()
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise OSError(
-            f"worker metrics: cannot listen on {host}:{port} ({exc.strerror or exc}); every "
-            "worker on a host needs its own --metrics-port (events.worker_metrics_port)"
+            f"worker metrics: cannot listen on {host}:{port}: {reason}; every worker on a "
+            "host needs its own --metrics-port (events.worker_metrics_port)"
         ) from exc
     log.info("worker %s serving /metrics and /healthz on http://%s:%d/", consumer, host, port)
     return runner
