@@ -116,6 +116,10 @@ async def _events_ctx(app: web.Application) -> AsyncIterator[None]:
         timeout_s = config.events.ingest_timeout_ms / 1000
         streams = EventStreams(config.store.redis_url, config.events, timeout_s)
         app[appkeys.INGESTOR] = Ingestor(streams, None)
+        # what the backpressure check last read; the worker's /metrics has the exact backlog
+        app[appkeys.METRICS].watch_backlog(
+            streams.names, lambda: streams.backlog, streams.high_water
+        )
     else:
         applier = Applier(app[appkeys.STORE], config, app[appkeys.PLUGIN_MANAGER])
         app[appkeys.INGESTOR] = Ingestor(None, applier)

@@ -167,6 +167,15 @@ def build_parser(pm: pluggy.PluginManager | None = None) -> argparse.ArgumentPar
 
     worker = sub.add_parser("worker", help="apply ingested events to profiles (needs Redis)")
     worker.add_argument("--consumer", help="consumer name in the group (default: host-pid)")
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve /metrics and /healthz on this port, one per worker on a host "
+        "(events.worker_metrics_port; default 0: off)",
+    )
+    worker.add_argument(
+        "--metrics-host", help="address of --metrics-port (events.worker_metrics_host)"
+    )
 
     sub.add_parser("plugins", help="list plugins, versions and the hooks they implement")
 
@@ -206,8 +215,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if value is not None
     }
+    events_overrides = {
+        key: value
+        for key, value in (
+            ("worker_metrics_host", getattr(args, "metrics_host", None)),
+            ("worker_metrics_port", getattr(args, "metrics_port", None)),
+        )
+        if value is not None
+    }
     try:
-        config = load_config(args.config, overrides={"server": server_overrides})
+        config = load_config(
+            args.config, overrides={"server": server_overrides, "events": events_overrides}
+        )
         handler: Command = args.handler
         return handler(args, config)
     except (ConfigError, CatalogError, OSError) as exc:

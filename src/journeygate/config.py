@@ -96,6 +96,9 @@ class EventsConfig:
     trim_interval_ms: int = 1000
     max_deliveries: int = 3
     dead_letter_maxlen: int = 10_000
+    # the worker's /metrics and /healthz (journeygate.events.monitor); port 0 = not served
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = 0
     # journey stage transitions (recorded by the intent plugin)
     stage_history_max: int = 20
     transitions_maxlen: int = 100_000
@@ -378,6 +381,11 @@ def _validate(config: AppConfig) -> None:
     for name in ("max_deliveries", "dead_letter_maxlen", "stage_history_max", "transitions_maxlen"):
         if getattr(config.events, name) < 1:
             raise ConfigError(f"events.{name}: must be at least 1")
+    metrics_port = config.events.worker_metrics_port
+    if not 0 <= metrics_port <= 65535:
+        raise ConfigError(f"events.worker_metrics_port: out of range (0 = off): {metrics_port}")
+    if metrics_port and not config.events.worker_metrics_host:
+        raise ConfigError("events.worker_metrics_host: empty (the address /metrics listens on)")
     _validate_webhooks(config.webhooks)
 
 

@@ -117,6 +117,20 @@ class Entry:
 
 
 @dataclass(frozen=True, slots=True)
+class ShardBacklog:
+    """What the consumer group has not acknowledged yet on one shard (XINFO GROUPS):
+    ``pending`` entries were delivered to a worker, ``lag`` ones to none yet."""
+
+    stream: str
+    pending: int
+    lag: int
+
+    @property
+    def backlog(self) -> int:
+        return self.pending + self.lag
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetter:
     """An entry moved to the dead-letter stream."""
 
@@ -318,6 +332,48 @@ class EventStreams:
         return [
             int(found[0]["times_delivered"]) if found else 0 for found in await self._execute(pipe)
         ]
+
+    async def group_backlog(self) -> tuple[list[ShardBacklog], int]:
+        """Every shard's backlog for the consumer group, and the dead letters waiting: one
+        round trip (XINFO GROUPS and XLEN per shard, XLEN of the dead-letter stream). Where
+        Redis cannot count the lag (an entry deleted from the middle of the stream), the
+        stream's length stands in for the backlog (an upper bound: it also holds the few
+        acknowledged entries trimming leaves); without the group, every entry is lag."""
+        pipe = self.client.pipeline(transaction=False)
+        for name in self.names:
+            pipe.xinfo_groups(name)
+            pipe.xlen(name)
+        pipe.xlen(keys.DEAD_LETTER_STREAM)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                results = await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from exc
+        shards = []
+        for index, name in enumerate(self.names):
+            groups, length = results[2 * index], results[2 * index + 1]
+            if isinstance(groups, ResponseError) and "no such key" in str(groups):
+                groups = []  # the stream does not exist (yet): nothing to do
+            for result in (groups, length):
+                if isinstance(result, Exception):
+                    raise StoreUnavailable(f"redis: {name}: {result}")
+            group = next(
+                (g for g in groups if g["name"].decode() == self.config.consumer_group), None
+            )
+            if group is None:
+                shards.append(ShardBacklog(name, 0, int(length)))
+                continue
+            pending = int(group["pending"])
+            lag = group["lag"]
+            shards.append(
+                ShardBacklog(
+                    name, pending, int(lag) if lag is not None else max(0, length - pending)
+                )
+            )
+        dead_letters = results[-1]
+        if isinstance(dead_letters, Exception):
+            raise StoreUnavailable(f"redis: {keys.DEAD_LETTER_STREAM}: {dead_letters}")
+        return shards, int(dead_letters)
 
     async def dead_letter(self, entry: Entry, error: str, deliveries: int, consumer: str) -> None:
         """Move ``entry`` to the dead-letter stream, then acknowledge it (in that order, so a

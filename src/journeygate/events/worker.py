@@ -16,7 +16,8 @@ batch is applied again entry by entry, the failing entry stays pending and is de
 again after ``claim_idle_ms``, and after ``max_deliveries`` deliveries it is moved to the
 dead-letter stream and acknowledged, so it neither blocks its shard nor comes back forever.
 Every ``trim_interval_ms`` a worker trims what all consumer groups are done with (see
-``journeygate.events.streams``).
+``journeygate.events.streams``). With ``events.worker_metrics_port`` set, the worker serves
+its metrics and ``/healthz`` (``journeygate.events.monitor``).
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ import pluggy
 from journeygate.catalog import Catalog, load_catalog
 from journeygate.config import AppConfig
 from journeygate.events.apply import Applier
+from journeygate.events.monitor import start_monitor
 from journeygate.events.streams import Entry, EventStreams
 from journeygate.hookspecs import ROLE_WORKER
+from journeygate.metrics import WorkerMetrics
 from journeygate.store import ProfileStore, StoreUnavailable, open_store
 from journeygate.webhooks.dispatcher import Dispatcher
 from journeygate.webhooks.model import webhook_queue
@@ -56,17 +59,27 @@ def consumer_name() -> str:
 
 
 class Worker:
-    """One consumer of the event streams."""
+    """One consumer of the event streams; it counts what it does in ``metrics``."""
 
     def __init__(
-        self, config: AppConfig, applier: Applier, streams: EventStreams, consumer: str
+        self,
+        config: AppConfig,
+        applier: Applier,
+        streams: EventStreams,
+        consumer: str,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.config = config
         self.applier = applier
         self.streams = streams
         self.consumer = consumer
+        self.metrics = metrics or WorkerMetrics(streams.high_water)
         self.applied = 0
         self.dead_lettered = 0
+
+    def _count_applied(self, count: int) -> None:
+        self.applied += count
+        self.metrics.events_applied.inc(count)
 
     async def process(self, entries: list[Entry]) -> int:
         """Apply the entries' events, then acknowledge the entries; entries that cannot be
@@ -75,8 +88,9 @@ class Worker:
         readable = [entry for entry in entries if entry.error is None]
         failures = [(entry, entry.error) for entry in entries if entry.error is not None]
         before = self.applied
+        started = time.perf_counter()
         try:
-            self.applied += await self.applier.apply(_events(readable))
+            self._count_applied(await self.applier.apply(_events(readable)))
             done = readable
         except StoreUnavailable:
             raise
@@ -93,7 +107,7 @@ class Worker:
                 done = []
                 for entry in readable:
                     try:
-                        self.applied += await self.applier.apply(entry.events)
+                        self._count_applied(await self.applier.apply(entry.events))
                         done.append(entry)
                     except StoreUnavailable:
                         raise
@@ -102,18 +116,21 @@ class Worker:
         await self.streams.ack(done)
         if failures:
             await self.failed(failures)
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
         return self.applied - before
 
     async def failed(self, failures: Sequence[tuple[Entry, str | None]]) -> None:
         """Dead-letter the failed entries delivered ``max_deliveries`` times; leave the others
         pending, to be delivered again after ``claim_idle_ms``."""
         limit = self.config.events.max_deliveries
+        self.metrics.entries_failed.inc(len(failures))
         deliveries = await self.streams.deliveries([entry for entry, _ in failures])
         for (entry, error), count in zip(failures, deliveries, strict=True):
             where = f"{entry.stream} {entry.entry_id.decode()}"
             if count >= limit:
                 await self.streams.dead_letter(entry, error or "", count, self.consumer)
                 self.dead_lettered += 1
+                self.metrics.entries_dead_lettered.inc()
                 log.error("entry %s dead-lettered after %d deliveries: %s", where, count, error)
             else:
                 log.warning("entry %s failed (delivery %d of %d): %s", where, count, limit, error)
@@ -142,6 +159,7 @@ class Worker:
                     claimed = await self.streams.claim(self.consumer)
                     if claimed:
                         log.info("reclaimed %d entries from stopped workers", len(claimed))
+                        self.metrics.entries_reclaimed.inc(len(claimed))
                     entries += claimed
                 entries += await self.streams.read(self.consumer)
                 if entries:
@@ -149,6 +167,7 @@ class Worker:
                     continue
             except StoreUnavailable as exc:
                 log.warning("redis unavailable, retrying: %s", exc)
+                self.metrics.redis_errors.inc()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), cfg.idle_sleep_ms / 1000)
 
@@ -228,19 +247,26 @@ async def serve(
     timeout_ms = max(
         config.store.timeout_ms, config.events.ingest_timeout_ms, MIN_WORKER_TIMEOUT_MS
     )
+    consumer = consumer or consumer_name()
+    streams = EventStreams(config.store.redis_url, config.events, timeout_ms / 1000)
+    metrics = WorkerMetrics(streams.high_water)
+    try:  # first, so that a port already taken stops the worker before anything started
+        monitor = await start_monitor(config.events, metrics, streams, consumer)
+    except OSError:
+        await streams.close()
+        raise
     store = open_store(
         dataclasses.replace(config.store, timeout_ms=timeout_ms), "redis", config.events
     )
-    streams = EventStreams(config.store.redis_url, config.events, timeout_ms / 1000)
     executor = ThreadPoolExecutor(max_workers=config.plugins.executor_workers)
     await _start_plugins(pm, config, store, executor)
-    worker = Worker(config, Applier(store, config, pm), streams, consumer or consumer_name())
+    worker = Worker(config, Applier(store, config, pm), streams, consumer, metrics)
     webhooks = webhook_queue(store, config)
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(worker.run(stop))
             if webhooks is not None:  # endpoints configured: deliver webhooks beside the events
-                dispatcher = Dispatcher(webhooks, config.webhooks, worker.consumer)
+                dispatcher = Dispatcher(webhooks, config.webhooks, worker.consumer, metrics)
                 tasks.create_task(dispatcher.run(stop))
     finally:
         log.info(
@@ -251,6 +277,8 @@ async def serve(
         )
         await _stop_plugins(pm)
         executor.shutdown(wait=False, cancel_futures=True)
+        if monitor is not None:
+            await monitor.cleanup()
         await streams.close()
         await store.close()
     return 0

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from journeygate.config import WebhooksConfig
-from journeygate.metrics import Metrics
+from journeygate.metrics import WebhookMetrics
 from journeygate.store import StoreUnavailable
 from journeygate.webhooks.model import AttemptResult, Claim, Delivery, WebhookQueue
 from journeygate.webhooks.sender import Sender, SendResult
@@ -37,7 +37,7 @@ class Dispatcher:
         queue: WebhookQueue,
         config: WebhooksConfig,
         consumer: str,
-        metrics: Metrics | None = None,
+        metrics: WebhookMetrics | None = None,
         sender: Sender | None = None,
         rng: random.Random | None = None,
     ) -> None:
