@@ -175,7 +175,7 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_counts_nothing_twice(
         stderr=subprocess.DEVNULL,
     )
     try:
-        assert await asyncio.to_thread(wait_for, marker.exists), "the worker never applied"
+        assert await asyncio.to_thread(wait_for, marker.exists, 60.0), "the worker never applied"
         applied_before, _, _ = totals(redis_client, customers)
         unacknowledged = pending(redis_client, "doomed")
         # the doomed worker applied a batch it will never acknowledge, and left the rest
@@ -193,7 +193,7 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_counts_nothing_twice(
                 redis_client
             )
 
-        assert await asyncio.to_thread(wait_for, done, 30.0)
+        assert await asyncio.to_thread(wait_for, done, 60.0)
         await asyncio.sleep(0.5)  # anything still in flight would show up now
         orders, revenue, events = totals(redis_client, customers)
         assert orders == expected_orders
