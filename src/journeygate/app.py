@@ -117,7 +117,9 @@ async def _events_ctx(app: web.Application) -> AsyncIterator[None]:
         streams = EventStreams(config.store.redis_url, config.events, timeout_s)
         app[appkeys.INGESTOR] = Ingestor(streams, None)
     else:
-        applier = Applier(app[appkeys.STORE], config, app[appkeys.PLUGIN_MANAGER])
+        applier = Applier(
+            app[appkeys.STORE], config, app[appkeys.PLUGIN_MANAGER], app[appkeys.METRICS]
+        )
         app[appkeys.INGESTOR] = Ingestor(None, applier)
     yield
     await app[appkeys.INGESTOR].close()

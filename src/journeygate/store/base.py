@@ -24,12 +24,15 @@ class Applied:
     """The outcome of applying one visitor's events: a flag per event (False: a duplicate
     message id, or received before the visitor was erased), the id the visitor was merged
     into (nothing was applied; apply the events there), or why the events were rejected
-    (``error``; nothing was applied)."""
+    (``error``; nothing was applied). ``duplicates`` tells the two kinds of skipped events
+    apart, True for an event an earlier call applied: batch observers see those again (a
+    redelivered batch), never the events of an erased visitor."""
 
     visitor_id: str
     flags: tuple[bool, ...] = ()
     redirect: str | None = None
     error: str | None = None
+    duplicates: tuple[bool, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
