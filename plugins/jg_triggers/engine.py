@@ -90,8 +90,8 @@ class TriggerEngine:
     async def observe(self, events: Sequence[Event]) -> None:
         """Update the trigger state of the events' visitors (each visitor's events in event
         time order, whatever order they came in), set and cancel their timers, and fire what
-        the events fire now: four round trips for the whole batch (read every state, set the
-        timers, write the states, cancel timers), plus the fires.
+        the events fire now: up to four round trips for the whole batch (read every state,
+        set the timers, write the states, cancel timers), plus the fires.
 
         Safe to run again with the same events, and that is how a failure is handled: raises
         ``StoreUnavailable`` when the batch was not observed (nothing is lost when the caller
