@@ -237,7 +237,7 @@ async def test_a_pass_cut_short_anywhere_and_run_again_fires_each_occurrence_onc
     )
     settings = load_settings(path)
     config = make_config(
-        store={"redis_url": url},
+        store={"redis_url": url, "timeout_ms": 2000},  # a busy machine: no flaky timeouts
         webhooks={"endpoints": {"crm": {"url": UNREACHABLE, "secret": SECRET}}},
     )
     profiles = open_store(config.store, "redis", config.events)
