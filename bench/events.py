@@ -5,8 +5,13 @@ What runs
     * the gateway, ``journeygate serve`` (one process, Redis store, every installed plugin),
       with a write key and an admin key given through the environment
       (``JOURNEYGATE_EVENTS__WRITE_KEYS``, ``JOURNEYGATE_SERVER__API_KEYS``);
-    * ``journeygate worker`` (one process), started only for parts 2 and 3;
-    * the load generator: this process (one asyncio loop), which serves nothing.
+    * ``journeygate worker`` (one process), started for part 2; for part 3 it is replaced by
+      one whose triggers plugin is active: a webhook endpoint pointing at this process
+      (``JOURNEYGATE_WEBHOOKS__ENDPOINTS__BENCH__URL`` and ``__SECRET``) and a trigger file of
+      one trigger that fires at once, ``search_no_results`` (``JOURNEYGATE_PLUGIN__TRIGGERS__
+      FILE``); the worker runs the webhook dispatcher too;
+    * the load generator: this process (one asyncio loop), which serves nothing but, in part
+      3, the webhook receiver (an aiohttp server standing in for the email/CRM tool).
 
 The events
     Real ones: the bundled Online Retail sample (``data/sample/online_retail_sample.csv.gz``)
@@ -37,17 +42,27 @@ What is measured
        start-up, plugin start-up) is printed as well. At the end the worker is stopped and
        the count it logs ("stopping after N events applied") must equal every accepted
        event; a few profiles per run are read back and their event counts checked.
-    3. Latency from ingestion to applied: with the worker running and otherwise idle, one
-       event at a time (a product view of a new visitor), each after a random pause (uniform,
-       0 to max(2 / ``--latency-rate``, one worker poll period) seconds, so probes are not in
-       step with the worker's polls): time from sending ``POST /v1/events`` until
-       ``GET /v1/profiles/{id}`` (admin key, polled about every millisecond) first answers
-       200, i.e. the profile exists; an upper bound by about one poll. The issue asks for
-       "ingestion to a trigger's webhook"; triggers do not exist yet, so this stops at the
-       profile. With empty streams the worker polls every ``events.idle_sleep_ms`` (20 ms by
-       default, a non-blocking read), so expect about half of that at p50 and all of it at
-       p99: the figure is the poll interval, not the cost of applying one event. It says
-       nothing about latency under load (part 2's backlog is the load case).
+    3. Latency from ingestion, with the part-3 worker running and otherwise idle, one event
+       at a time, each after a random pause (uniform, 0 to max(2 / ``--latency-rate``, the
+       poll periods involved) seconds, so probes are not in step with the polls); the first
+       webhook probe, sent before anything is measured, waits for the worker to start.
+       a. to applied: a product view of a new visitor; time from sending ``POST /v1/events``
+          until ``GET /v1/profiles/{id}`` (admin key, polled about every millisecond) first
+          answers 200, i.e. the profile exists; an upper bound by about one poll. With empty
+          streams the worker polls every ``events.idle_sleep_ms`` (20 ms by default, a
+          non-blocking read), so expect about half of that at p50 and all of it at p99: the
+          figure is the poll interval, not the cost of applying one event.
+       b. to a trigger's webhook (the issue's "end-to-end latency from ingestion to a
+          trigger's webhook"): a search with no results (``results: 0``) of a new visitor;
+          time from sending ``POST /v1/events`` until the receiver gets the signed
+          ``trigger.search_no_results`` webhook for that visitor, its ``Journeygate-Signature``
+          checked with ``journeygate.webhooks.verify_signature`` (a bad one is counted and
+          answered 401). On the way: the worker's poll of the streams (``idle_sleep_ms``),
+          applying, the triggers engine (a few round trips) queueing the webhook in the
+          outbox, then the idle dispatcher's poll of the outbox (``webhooks.
+          poll_interval_ms``, 200 ms by default) and the POST. The two polls bound it: expect
+          about half their sum at p50 and all of it at p99.
+       Neither says anything about latency under load (part 2's backlog is the load case).
 
 How to read it
     On a 2-core machine the load generator, the gateway, Redis and the worker compete for
@@ -62,7 +77,7 @@ How to read it
 Usage
     .venv/bin/python bench/events.py [--events 100000] [--concurrency 8,32] [--json PATH]
 
-Takes about 1.5 minutes on 2 cores. Exit status: 0 when the benchmark ran (whether or not the
+Takes about 2 minutes on 2 cores. Exit status: 0 when the benchmark ran (whether or not the
 targets were met), 1 when a process failed to start or a phase failed, 130 on Ctrl-C.
 Process logs are kept in ``var/bench/`` (``events-*.log``).
 """
@@ -91,6 +106,7 @@ from typing import Any
 import aiohttp
 import orjson
 import redis.asyncio as aioredis
+from aiohttp import web
 
 from journeygate.config import EventsConfig, load_config
 from journeygate.events.ingest import parse_batch
@@ -98,6 +114,7 @@ from journeygate.events.retail_events import retail_events, select_lines
 from journeygate.events.schema import parse_native
 from journeygate.retail_data import read_online_retail
 from journeygate.store import keys
+from journeygate.webhooks import verify_signature
 
 for _path in (Path(__file__).resolve().parent,):
     if str(_path) not in sys.path:
@@ -115,6 +132,13 @@ WARMUP_BATCHES = 20
 TARGET_INGEST = 20_000.0
 TARGET_WORKER = 10_000.0
 PROFILES_CHECKED_PER_RUN = 5
+WEBHOOK_ENDPOINT = "bench"
+WEBHOOK_SECRET = "bench-webhook-secret"
+# Part 3's trigger file: the one trigger, a service action (no consent, no quiet hours).
+TRIGGER_FILE = f"""[triggers.search_no_results]
+endpoint = "{WEBHOOK_ENDPOINT}"
+marketing = false
+"""
 APPLIED_LOG = re.compile(r"stopping after (\d+) events applied")
 
 
@@ -421,9 +445,14 @@ async def group_state(
     return started and read_any, drained
 
 
-def start_worker(procs: Processes, stack: contextlib.ExitStack) -> decide.Server:
+def start_worker(
+    procs: Processes,
+    stack: contextlib.ExitStack,
+    name: str = "events-worker",
+    env: dict[str, str] | None = None,
+) -> decide.Server:
     worker = decide.Server.start(
-        "events-worker", [decide.journeygate_command(), "worker"], env=procs.env
+        name, [decide.journeygate_command(), "worker"], env={**procs.env, **(env or {})}
     )
     stack.callback(worker.stop)
     return worker
@@ -578,6 +607,152 @@ async def latency(
     )
 
 
+@dataclass
+class WebhookResult:
+    probes: int
+    accepted: int
+    delivered: int
+    timeouts: int
+    errors: int
+    bad_signatures: int
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    idle_sleep_ms: int
+    poll_interval_ms: int
+
+
+class WebhookReceiver:
+    """The email/CRM tool: an aiohttp server in this process that checks each webhook's
+    signature and notes, by visitor, when it arrived (before answering)."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+        self.waiting: dict[str, asyncio.Future[float]] = {}
+        self.bad_signatures = 0
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        arrived = time.perf_counter()
+        signature = request.headers.get("Journeygate-Signature", "")
+        if not verify_signature(self.secret, signature, body):
+            self.bad_signatures += 1
+            return web.Response(status=401)
+        visitor = orjson.loads(body)["data"]["visitor_id"]
+        waiter = self.waiting.pop(visitor, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(arrived)
+        return web.Response(status=200)
+
+    def expect(self, visitor: str) -> asyncio.Future[float]:
+        waiter: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self.waiting[visitor] = waiter
+        return waiter
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hooks", self.handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        port = decide.free_port()
+        await web.TCPSite(self.runner, HOST, port).start()
+        self.url = f"http://{HOST}:{port}/hooks"
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+def search_without_results(visitor: str, message_id: str) -> bytes:
+    event = {
+        "event": "Products Searched",
+        "visitor_id": visitor,
+        "channel": "web",
+        "message_id": message_id,
+        "properties": {"query": "purple teapot", "results": 0},
+    }
+    return orjson.dumps({"events": [event]})
+
+
+async def first_webhook(
+    gateway_url: str, receiver: WebhookReceiver, label: str, timeout_s: float
+) -> bool:
+    """One probe before anything is measured: the part-3 worker has started (plugins, the
+    dispatcher) once its webhook arrives."""
+    waiter = receiver.expect(f"{label}-start")
+    body = search_without_results(f"{label}-start", f"{label}:start")
+    headers = {**auth_header(), "Content-Type": "application/json"}
+    url = f"{gateway_url}/v1/events"
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+        session.post(url, data=body, headers=headers) as response,
+    ):
+        await response.read()
+        if response.status != 200:
+            return False
+    try:
+        await asyncio.wait_for(waiter, timeout_s)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def webhook_latency(
+    gateway_url: str,
+    receiver: WebhookReceiver,
+    args: argparse.Namespace,
+    label: str,
+    idle_sleep_ms: int,
+    poll_interval_ms: int,
+) -> WebhookResult:
+    """POST one search without results at a time; time until its webhook arrives."""
+    latencies: list[float] = []
+    accepted = timeouts = errors = 0
+    rng = random.Random(args.seed + 1)
+    jitter = max(2.0 / args.latency_rate, (idle_sleep_ms + poll_interval_ms) / 1000)
+    write = {**auth_header(), "Content-Type": "application/json"}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        for index in range(args.webhook_probes):
+            await asyncio.sleep(rng.uniform(0.0, jitter))
+            visitor = f"{label}-{index}"
+            waiter = receiver.expect(visitor)
+            body = search_without_results(visitor, f"{label}:{index}")
+            started = time.perf_counter()
+            async with session.post(f"{gateway_url}/v1/events", data=body, headers=write) as r:
+                await r.read()
+                status = r.status
+            if status != 200:
+                errors += 1
+                receiver.waiting.pop(visitor, None)
+                continue
+            accepted += 1
+            try:
+                arrived = await asyncio.wait_for(waiter, args.webhook_timeout)
+            except TimeoutError:
+                timeouts += 1
+                receiver.waiting.pop(visitor, None)
+                continue
+            latencies.append(arrived - started)
+    ms = sorted(value * 1000 for value in latencies)
+    return WebhookResult(
+        probes=args.webhook_probes,
+        accepted=accepted,
+        delivered=len(latencies),
+        timeouts=timeouts,
+        errors=errors,
+        bad_signatures=receiver.bad_signatures,
+        p50_ms=decide.percentile(ms, 0.50) if ms else None,
+        p95_ms=decide.percentile(ms, 0.95) if ms else None,
+        p99_ms=decide.percentile(ms, 0.99) if ms else None,
+        max_ms=ms[-1] if ms else None,
+        idle_sleep_ms=idle_sleep_ms,
+        poll_interval_ms=poll_interval_ms,
+    )
+
+
 # -- the report ----------------------------------------------------------------------------------
 
 
@@ -589,6 +764,7 @@ class Report:
     ratios: list[dict[str, Any]] = field(default_factory=list)
     worker: WorkerResult | None = None
     latency: LatencyResult | None = None
+    webhook: WebhookResult | None = None
     targets: list[dict[str, Any]] = field(default_factory=list)
 
     def compute(self) -> None:
@@ -629,6 +805,7 @@ class Report:
             "ratios": self.ratios,
             "worker": asdict(self.worker) if self.worker else None,
             "latency": asdict(self.latency) if self.latency else None,
+            "webhook": asdict(self.webhook) if self.webhook else None,
             "targets": self.targets,
         }
 
@@ -681,8 +858,8 @@ def print_report(report: Report) -> None:
         print(f"  cpu ms per 1,000 events: {_cpu(w.cpu_s, w.events)}")
         applied = "-" if w.applied_logged is None else str(w.applied_logged)
         print(
-            f"  applied (worker log at exit): {applied} of "
-            f"{report.settings['accepted_total']} accepted (latency probes included); "
+            f"  applied (logs of this worker and part 3's, at exit): {applied} of "
+            f"{report.settings['accepted_total']} accepted (part 3's probes included); "
             f"profiles checked {w.profiles_checked}, mismatches {len(w.profile_mismatches)}"
         )
         for mismatch in w.profile_mismatches[:5]:
@@ -691,7 +868,7 @@ def print_report(report: Report) -> None:
     if lat is not None:
         print()
         print(
-            "3. ingestion -> applied (POST /v1/events of one event until GET /v1/profiles/{id} "
+            "3a. ingestion -> applied (POST /v1/events of one event until GET /v1/profiles/{id} "
             "answers 200)"
         )
         print(
@@ -703,9 +880,26 @@ def print_report(report: Report) -> None:
             f"  the POST alone: p50 {_fmt(lat.post_p50_ms, 2)} ms, p99 "
             f"{_fmt(lat.post_p99_ms, 2)} ms; {_fmt(lat.polls_per_probe)} profile polls per probe"
         )
+        print(f"  (the idle worker polls the streams every {report.settings['idle_sleep_ms']} ms)")
+    hook = report.webhook
+    if hook is not None:
+        print()
         print(
-            f"  (the idle worker polls the streams every {report.settings['idle_sleep_ms']} ms; "
-            "webhook triggers do not exist yet, so this stops at the profile)"
+            "3b. ingestion -> trigger webhook (POST /v1/events of a search without results "
+            "until the receiver gets the signed trigger.search_no_results webhook)"
+        )
+        print(
+            f"  probes {hook.probes} (delivered {hook.delivered}, timeouts {hook.timeouts}, "
+            f"errors {hook.errors}, bad signatures {hook.bad_signatures}): p50 "
+            f"{_fmt(hook.p50_ms)} ms, p95 {_fmt(hook.p95_ms)} ms, p99 {_fmt(hook.p99_ms)} ms, "
+            f"max {_fmt(hook.max_ms)} ms"
+        )
+        bound = hook.idle_sleep_ms + hook.poll_interval_ms
+        print(
+            f"  bounded by two polls: the idle worker reads the streams every "
+            f"{hook.idle_sleep_ms} ms (events.idle_sleep_ms), the idle dispatcher looks for "
+            f"due webhooks every {hook.poll_interval_ms} ms (webhooks.poll_interval_ms): "
+            f"about {bound / 2:.0f} ms at p50 and {bound} ms at p99, plus the work between"
         )
     print()
     busy = report.environment.get("cpu_busy_before_run")
@@ -726,7 +920,8 @@ def print_report(report: Report) -> None:
 async def run_benchmark(
     args: argparse.Namespace, procs: Processes, stack: contextlib.ExitStack
 ) -> Report:
-    config = load_config(environ={}).events
+    app_config = load_config(environ={})
+    config = app_config.events
     gateway_before = procs.gateway.cpu_seconds()
     busy = await asyncio.to_thread(decide.cpu_busy_fraction)
     gateway_after = procs.gateway.cpu_seconds()
@@ -809,19 +1004,73 @@ async def run_benchmark(
     )
     if report.worker.drained:
         await check_profiles(procs.gateway_url, expected, report.worker)
-        print(
-            f"measuring ingestion -> applied latency ({args.latency_probes} probes)...",
-            flush=True,
-        )
-        report.latency = await latency(
-            procs.gateway_url, args, f"lat{os.getpid()}", config.idle_sleep_ms
-        )
-        accepted += report.latency.accepted
     await asyncio.to_thread(worker.stop)
-    report.worker.applied_logged = applied_from_log(worker)
+    applied = [applied_from_log(worker)]
+    if report.worker.drained:
+        receiver = WebhookReceiver(WEBHOOK_SECRET)
+        await receiver.start()
+        try:
+            accepted_part3, applied_part3 = await part3(args, procs, stack, receiver, report)
+        finally:
+            await receiver.stop()
+        accepted += accepted_part3
+        applied.append(applied_part3)
+    counts = [count for count in applied if count is not None]
+    report.worker.applied_logged = sum(counts) if len(counts) == len(applied) else None
     report.settings["accepted_total"] = accepted
     report.compute()
     return report
+
+
+async def part3(
+    args: argparse.Namespace,
+    procs: Processes,
+    stack: contextlib.ExitStack,
+    receiver: WebhookReceiver,
+    report: Report,
+) -> tuple[int, int | None]:
+    """Part 3 with a worker whose triggers send to ``receiver``; returns the events accepted
+    and the events that worker applied (from its log)."""
+    config = load_config(environ={})
+    directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="jg-bench-")))
+    trigger_file = directory / "triggers.toml"
+    trigger_file.write_text(TRIGGER_FILE, encoding="utf-8")
+    endpoint = f"JOURNEYGATE_WEBHOOKS__ENDPOINTS__{WEBHOOK_ENDPOINT.upper()}"
+    env = {
+        f"{endpoint}__URL": receiver.url,
+        f"{endpoint}__SECRET": WEBHOOK_SECRET,
+        "JOURNEYGATE_PLUGIN__TRIGGERS__FILE": str(trigger_file),
+    }
+    print("starting a journeygate worker with triggers for part 3...", flush=True)
+    worker = start_worker(procs, stack, "events-worker-triggers", env)
+    label = f"hook{os.getpid()}"
+    accepted = 1
+    if not await first_webhook(procs.gateway_url, receiver, label, args.startup_timeout):
+        worker.check_alive()
+        raise decide.StartupError(
+            f"no webhook from the part-3 worker within {args.startup_timeout:.0f}s\n"
+            f"{worker.log_tail()}"
+        )
+    print(f"measuring ingestion -> applied latency ({args.latency_probes} probes)...", flush=True)
+    report.latency = await latency(
+        procs.gateway_url, args, f"lat{os.getpid()}", config.events.idle_sleep_ms
+    )
+    accepted += report.latency.accepted
+    print(
+        f"measuring ingestion -> trigger webhook latency ({args.webhook_probes} probes)...",
+        flush=True,
+    )
+    report.webhook = await webhook_latency(
+        procs.gateway_url,
+        receiver,
+        args,
+        label,
+        config.events.idle_sleep_ms,
+        config.webhooks.poll_interval_ms,
+    )
+    accepted += report.webhook.accepted
+    await asyncio.to_thread(worker.stop)
+    return accepted, applied_from_log(worker)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -844,6 +1093,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--latency-timeout", type=float, default=5.0, help="seconds a probe may take"
+    )
+    parser.add_argument("--webhook-probes", type=decide.positive_int, default=100)
+    parser.add_argument(
+        "--webhook-timeout", type=float, default=10.0, help="seconds a webhook probe may take"
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the latency probes' pauses")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write results as JSON")

@@ -3,10 +3,13 @@
 What runs
     ``redis-server`` on a free port (its own, no persistence) and, in this process, the
     worker's apply path: ``Applier.apply`` (one Lua call per visitor) followed by the
-    ``journeygate_observe_event`` observers, in batches of 100 events as the worker reads
-    them. With triggers, the plugin is started as in a worker (``role="worker"``, so its
+    observers, in batches of ``--batch`` events (100 by default; a worker's batch is what one
+    read of every stream shard returns: a few events when it keeps up, thousands in a
+    backlog). With triggers, the plugin is started as in a worker (``role="worker"``, so its
     timer scheduler runs too, firing what comes due) with the shipped ``config/triggers.toml``
-    and one webhook endpoint (nothing delivers: the messages stay in the outbox).
+    and one webhook endpoint (nothing delivers: the messages stay in the outbox); its batch
+    observer (``journeygate_observe_events``) runs the engine on each batch before
+    ``apply`` returns, as the worker waits for it before acknowledging the batch.
 
 The events
     The bundled Online Retail sample converted by ``journeygate.events.retail_events``
@@ -49,7 +52,6 @@ from journeygate.retail_data import read_online_retail
 from journeygate.store import open_store
 
 SAMPLE = PROJECT_ROOT / "data" / "sample" / "online_retail_sample.csv.gz"
-BATCH = 100
 HOUR = 3600.0
 
 
@@ -100,7 +102,7 @@ def config_for(redis_url: str, triggers: bool) -> AppConfig:
 
 
 async def run_once(
-    redis_url: str, events: list[dict[str, Any]], triggers: bool, redis_pid: int
+    redis_url: str, events: list[dict[str, Any]], triggers: bool, redis_pid: int, batch: int
 ) -> tuple[float, float, float]:
     """events/s, this process's and redis-server's CPU ms per 1,000 events."""
     config = config_for(redis_url, triggers)
@@ -113,12 +115,12 @@ async def run_once(
     applier = Applier(store, config, pm)
     own, server = time.process_time(), cpu_s(redis_pid)
     started = time.perf_counter()
-    for index in range(0, len(events), BATCH):
-        await applier.apply(events[index : index + BATCH])
-    if plugin is not None:  # the clock runs until its queue of observed events is processed
-        await plugin.journeygate_shutdown()
+    for index in range(0, len(events), batch):
+        await applier.apply(events[index : index + batch])
     elapsed = time.perf_counter() - started
     own, server = time.process_time() - own, cpu_s(redis_pid) - server
+    if plugin is not None:
+        await plugin.journeygate_shutdown()
     await store.close()
     per_k = 1000 / len(events)
     return len(events) / elapsed, own * 1000 * per_k, server * 1000 * per_k
@@ -143,13 +145,18 @@ async def main(args: argparse.Namespace) -> None:
             except redis.ConnectionError:
                 time.sleep(0.02)
         events = load_events(args.events)
-        print(f"load average {os.getloadavg()[0]:.2f}; {len(events)} events per run")
+        print(
+            f"load average {os.getloadavg()[0]:.2f}; {len(events)} events per run, "
+            f"{args.batch} per batch"
+        )
         results: dict[str, list[tuple[float, float, float]]] = {"baseline": [], "triggers": []}
         for round_ in range(args.rounds):
             for mode in ("baseline", "triggers"):
                 label = f"r{round_}{mode[0]}"
-                batch = squeezed(events, label, time.time())
-                result = await run_once(url, batch, mode == "triggers", process.pid)
+                run_events = squeezed(events, label, time.time())
+                result = await run_once(
+                    url, run_events, mode == "triggers", process.pid, args.batch
+                )
                 results[mode].append(result)
                 print(f"  round {round_ + 1} {mode:8}  {result[0]:8.0f} events/s")
         log = client.xlen("jg:{triggers/log}")
@@ -171,4 +178,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=100, help="events per Applier.apply call")
     asyncio.run(main(parser.parse_args()))

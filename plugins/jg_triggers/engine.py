@@ -51,6 +51,9 @@ TRIGGERS_FIELD = "triggers"
 EVENT_TYPE_PREFIX = "trigger."
 MAX_WRITE_ATTEMPTS = 5
 MIN_FIRES_KEPT_S = 86400.0  # retries of an occurrence are recognised for at least a day
+# What a fire may leave in its occurrence's timer (the backup an event's fire sets): a
+# deferral to the end of quiet hours, or a later check.
+TIMER_OUTCOMES = frozenset({"deferred", "rearmed"})
 
 
 def dedupe_key(occurrence: str) -> str:
@@ -87,19 +90,27 @@ class TriggerEngine:
     async def observe(self, events: Sequence[Event]) -> None:
         """Update the trigger state of the events' visitors (each visitor's events in event
         time order, whatever order they came in), set and cancel their timers, and fire what
-        the events fire now: a few round trips for the whole batch (read every
-        state, write them, set the timers), plus the fires. A state is written only if it is
-        still at the version read; a visitor whose state another worker wrote meanwhile (one
+        the events fire now: up to four round trips for the whole batch (read every state,
+        set the timers, write the states, cancel timers), plus the fires.
+
+        Safe to run again with the same events, and that is how a failure is handled: raises
+        ``StoreUnavailable`` when the batch was not observed (nothing is lost when the caller
+        hands the batch over again). The state write is the commit point: the timers come
+        before it (a timer a failed pass left behind is harmless, it is checked again when it
+        comes due), and so does a backup timer for each occurrence to fire now, due after a
+        scheduler lease, so that a fire cut short after the commit is still sent (the guard
+        and the outbox make sure it is sent once). A pass after the commit finds the events'
+        message ids in the state and skips them. A state is written only if it is still at
+        the version read; a visitor whose state another worker wrote meanwhile (one
         visitor's events may be observed by two workers) is read and planned again."""
         settings = self.settings
         pending: dict[str, list[Event]] = {}
         for event in sorted(events, key=_event_time):  # the rules read events in time order
             if event.kind in self.kinds:
                 pending.setdefault(event.profile_id, []).append(event)
-        timers: list[TimerEntry] = []
         cancel: list[tuple[str, str, str]] = []
         fires: list[tuple[str, rules.Occurrence, dict[str, Any]]] = []
-        now = self.clock()
+        backups: set[tuple[str, str, str]] = set()  # (visitor, trigger, occurrence key)
         for _ in range(MAX_WRITE_ATTEMPTS):
             if not pending:
                 break
@@ -117,6 +128,22 @@ class TriggerEngine:
                 )
                 for visitor, state in zip(visitors, states, strict=True)
             ]
+            retry_at = now + settings.scheduler.lease_s
+            timers = [
+                TimerEntry(visitor, t.trigger, t.key, t.due, t.data)
+                for visitor, plan in zip(visitors, plans, strict=True)
+                for t in plan.timers
+            ] + [
+                TimerEntry(visitor, occurrence.trigger, occurrence.key, retry_at, occurrence.data)
+                for visitor, plan in zip(visitors, plans, strict=True)
+                for occurrence in plan.fire
+            ]
+            await self._update_timers(timers)
+            backups |= {
+                (visitor, occurrence.trigger, occurrence.key)
+                for visitor, plan in zip(visitors, plans, strict=True)
+                for occurrence in plan.fire
+            }
             writes = [
                 StateWrite(visitor, state.version, plan.set, plan.delete)
                 for visitor, state, plan in zip(visitors, states, plans, strict=True)
@@ -128,9 +155,6 @@ class TriggerEngine:
                 if plan.writes and not next(written):
                     retry[visitor] = pending[visitor]
                     continue
-                timers += [
-                    TimerEntry(visitor, t.trigger, t.key, t.due, t.data) for t in plan.timers
-                ]
                 cancel += [(visitor, name, key) for name, key in plan.cancel]
                 fields = {**state.fields, **plan.set}
                 for name in plan.delete:
@@ -143,18 +167,26 @@ class TriggerEngine:
                 ", ".join(pending),
                 sum(map(len, pending.values())),
             )
-        await self._update_timers(timers, cancel)
         for visitor, occurrence, fields in fires:
             spec = self.by_name[occurrence.trigger]
+            backup = (visitor, occurrence.trigger, occurrence.key)
+            backups.discard(backup)
             try:
-                await self.fire(visitor, spec, occurrence.key, occurrence.data, fields)
+                outcome = await self.fire(visitor, spec, occurrence.key, occurrence.data, fields)
             except StoreUnavailable as exc:
-                # the scheduler tries again after a lease (the guard and the outbox make
-                # sure it is sent once)
-                retry_at = now + settings.scheduler.lease_s
-                log.warning("trigger %s for %s: retrying later (%s)", spec.name, visitor, exc)
-                entry = TimerEntry(visitor, spec.name, occurrence.key, retry_at, occurrence.data)
-                await self._update_timers([entry])
+                log.warning(
+                    "trigger %s for %s: left to its backup timer (%s)", spec.name, visitor, exc
+                )
+                continue
+            if outcome not in TIMER_OUTCOMES:  # done: its backup timer is not needed
+                cancel.append(backup)
+        # what is left: backups of plans that lost to another worker's write
+        cancel += sorted(backups)
+        try:
+            await self._update_timers((), cancel)
+        except StoreUnavailable as exc:
+            # committed all the same: a timer left behind is checked again when it comes due
+            log.warning("trigger timers not cancelled (%d): %s", len(cancel), exc)
 
     async def _update_timers(
         self, timers: Sequence[TimerEntry], cancel: Sequence[tuple[str, str, str]] = ()

@@ -17,11 +17,14 @@ State fields (JSON values):
 ``views``       product id -> view times within the longest repeated-interest window
 ``page``        the latest page event: ``pid``, ``path``, ``t``, ``id`` (message id), ``s``
 ``due:NAME``    when the inactivity timer of trigger NAME is set to fire
+``seen``        digests of the message ids of the latest events observed, oldest first:
+                what a redelivered batch already did is not done twice
 ==============  ============================================================================
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +63,9 @@ CART_ITEMS_KEPT = 20
 VIEWED_PRODUCTS_KEPT = 50
 FEEDBACK_TEXT_KEPT = 1000
 EPSILON_S = 0.001
+# Message ids of observed events remembered per visitor: enough for any redelivery of a
+# batch (a visitor's events of the batch being observed are always all kept).
+SEEN_KEPT = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +152,11 @@ def watched_kinds(specs: Iterable[TriggerSpec]) -> frozenset[str]:
     return frozenset(kinds)
 
 
+def seen_digest(message_id: str) -> str:
+    """What ``seen`` keeps of a message id: short, whatever the id's length."""
+    return hashlib.blake2b(message_id.encode(), digest_size=8).hexdigest()
+
+
 def _number(value: Any) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
@@ -228,11 +239,21 @@ def observe_all(
 ) -> Plan:
     """What one visitor's ``events`` (in the order observed) do together, as one plan
     against ``state``: each event sees the state the ones before it left; fields end up set
-    or deleted as the last event left them, a timer set and then cancelled is cancelled."""
+    or deleted as the last event left them, a timer set and then cancelled is cancelled.
+    An event already observed (its message id is in ``seen``: a batch delivered again, an
+    event sent twice) is skipped, so observing the same events again plans nothing."""
     current = dict(state)
     timers: dict[tuple[str, str], Timer | None] = {}
     fire: list[Occurrence] = []
+    stored = state.get("seen")
+    seen: list[str] = list(stored) if isinstance(stored, list) else []
+    known, new = set(seen), []
     for event in events:
+        digest = seen_digest(event.message_id)
+        if digest in known:
+            continue
+        known.add(digest)
+        new.append(digest)
         plan = observe(event, current, specs, now, max_event_age_s, session_gap_s)
         current.update(plan.set)
         for name in plan.delete:
@@ -242,6 +263,9 @@ def observe_all(
         for timer in plan.timers:
             timers[(timer.trigger, timer.key)] = timer
         fire += plan.fire
+    if new:
+        older = max(SEEN_KEPT - len(new), 0)
+        current["seen"] = (seen[len(seen) - older :] if older else []) + new
     return Plan(
         set={name: value for name, value in current.items() if state.get(name) != value},
         delete=[name for name in state if name not in current],

@@ -1,7 +1,8 @@
 """journeygate: a plugin-based personalization gateway for online stores and CMS sites.
 
 Plugin authors need one import: ``from journeygate import hookimpl`` (and ``offload`` for
-synchronous implementations that do heavy CPU work).
+synchronous implementations that do heavy CPU work, ``RetryBatch`` for a batch observer that
+needs its batch again).
 """
 
 from collections.abc import Callable
@@ -9,7 +10,7 @@ from typing import TypeVar
 
 import pluggy
 
-from journeygate.hookspecs import PROJECT_NAME
+from journeygate.hookspecs import PROJECT_NAME, RetryBatch
 
 __version__ = "0.1.0"
 
@@ -26,4 +27,4 @@ def offload(function: F) -> F:
     return function
 
 
-__all__ = ["__version__", "hookimpl", "offload"]
+__all__ = ["RetryBatch", "__version__", "hookimpl", "offload"]

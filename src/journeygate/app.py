@@ -121,7 +121,9 @@ async def _events_ctx(app: web.Application) -> AsyncIterator[None]:
             streams.names, lambda: streams.backlog, streams.high_water
         )
     else:
-        applier = Applier(app[appkeys.STORE], config, app[appkeys.PLUGIN_MANAGER])
+        applier = Applier(
+            app[appkeys.STORE], config, app[appkeys.PLUGIN_MANAGER], app[appkeys.METRICS]
+        )
         app[appkeys.INGESTOR] = Ingestor(None, applier)
     yield
     await app[appkeys.INGESTOR].close()

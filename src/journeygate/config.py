@@ -194,12 +194,15 @@ class PluginConfig:
 
     enabled: bool = True
     budget_ms: int | None = None
+    batch_budget_ms: int | None = None
     settings: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))
 
 
 @dataclass(frozen=True)
 class PluginsConfig:
     default_budget_ms: int = 50
+    # a batch observer's call (journeygate_observe_events); unset: half of claim_idle_ms
+    default_batch_budget_ms: int | None = None
     load_entrypoints: bool = True
     order: tuple[str, ...] = ()
     executor_workers: int = 2
@@ -227,6 +230,16 @@ class AppConfig:
         """Time budget of one plugin call, in seconds."""
         budget_ms = self.plugin_config(plugin_name).budget_ms
         return (budget_ms if budget_ms is not None else self.plugins.default_budget_ms) / 1000
+
+    def batch_budget_s(self, plugin_name: str) -> float:
+        """Time budget of one batch observer call (``journeygate_observe_events``), in
+        seconds."""
+        budget_ms = self.plugin_config(plugin_name).batch_budget_ms
+        if budget_ms is None:
+            budget_ms = self.plugins.default_batch_budget_ms
+        if budget_ms is None:  # a batch must be done with before another worker claims it
+            return self.events.claim_idle_ms / 2000
+        return budget_ms / 1000
 
     def resolve_path(self, path: str) -> Path:
         """Relative paths in the config are relative to the project root."""
@@ -386,7 +399,28 @@ def _validate(config: AppConfig) -> None:
         raise ConfigError(f"events.worker_metrics_port: out of range (0 = off): {metrics_port}")
     if metrics_port and not config.events.worker_metrics_host:
         raise ConfigError("events.worker_metrics_host: empty (the address /metrics listens on)")
+    _validate_batch_budgets(config)
     _validate_webhooks(config.webhooks)
+
+
+def _validate_batch_budgets(config: AppConfig) -> None:
+    """A batch observer must finish (or be cut off) before another worker may claim the batch
+    it is observing as abandoned."""
+    budgets = [("plugins.default_batch_budget_ms", config.plugins.default_batch_budget_ms)]
+    budgets += [
+        (f"plugin.{name}.batch_budget_ms", section.batch_budget_ms)
+        for name, section in config.plugin.items()
+    ]
+    for key, budget_ms in budgets:
+        if budget_ms is None:
+            continue
+        if budget_ms < 1:
+            raise ConfigError(f"{key}: must be at least 1")
+        if budget_ms >= config.events.claim_idle_ms:
+            raise ConfigError(
+                f"{key}: must be shorter than events.claim_idle_ms "
+                f"({config.events.claim_idle_ms} ms), or another worker claims the batch"
+            )
 
 
 def _validate_webhooks(hooks: WebhooksConfig) -> None:

@@ -13,7 +13,9 @@ never blocks the event loop.
 Every decision hook runs under a time budget (``[plugin.NAME] budget_ms`` or
 ``[plugins] default_budget_ms``). An implementation that exceeds it or raises is skipped for
 that request, logged, and counted in ``/metrics``; the slot then falls back to the next plugin
-and finally to the built-in fallback, so a request never fails because of a plugin.
+and finally to the built-in fallback, so a request never fails because of a plugin. The
+batch observer :func:`journeygate_observe_events` has a budget of its own per batch and is the
+one hook that may ask for its work to be done again, by raising :class:`RetryBatch`.
 """
 
 from __future__ import annotations
@@ -47,6 +49,15 @@ ROLE_WORKER = "worker"
 ROLE_EMBEDDED = "embedded"
 
 
+class RetryBatch(Exception):
+    """Raised by a :func:`journeygate_observe_events` implementation that could not observe
+    the batch now (its own storage is unavailable, say) and needs it again: the batch's stream
+    entries are not acknowledged, so they are delivered again after ``events.claim_idle_ms``
+    (and dead-lettered after ``events.max_deliveries`` deliveries, from where ``journeygate
+    dead-letters --requeue`` brings them back). The message is logged. Any other exception
+    is logged and the batch is acknowledged."""
+
+
 # -- lifecycle ---------------------------------------------------------------------------
 
 
@@ -72,9 +83,10 @@ def journeygate_startup(
     :param role: what this process does, for plugins with background work that must run in
         exactly one kind of process: ``"gateway"`` (serves requests; events go to Redis and
         are applied by workers), ``"worker"`` (a ``journeygate worker``: applies events and
-        calls :func:`journeygate_observe_event`) or ``"embedded"`` (a gateway with the
-        in-process store, which applies and observes events itself). A scheduler that acts on
-        observed events runs in ``worker`` and ``embedded`` processes.
+        calls :func:`journeygate_observe_event` and :func:`journeygate_observe_events`) or
+        ``"embedded"`` (a gateway with the in-process store, which applies and observes
+        events itself). A scheduler that acts on observed events runs in ``worker`` and
+        ``embedded`` processes.
     :returns: nothing. All implementations are called, in call order. May be async.
     """
 
@@ -235,13 +247,15 @@ def journeygate_observe_event(event: Event) -> Awaitable[None] | None:
 
     When: once per event, after it was applied, by the process that applied it: a
     ``journeygate worker`` (with Redis; the worker calls :func:`journeygate_startup` and
-    :func:`journeygate_shutdown` of the plugins that implement this hook, and of no others)
-    or the gateway itself (with the in-process store). An event is observed at most once: a
+    :func:`journeygate_shutdown` of the plugins that implement this hook or
+    :func:`journeygate_observe_events`, and of no others) or the gateway itself (with the
+    in-process store). An event is observed at most once: a
     duplicate message id, or a redelivered event that was already applied, is not observed
     again, so a worker that dies between applying a batch and observing it leaves those
-    events unobserved (``event.message_id`` identifies an event). The worker acknowledges a
-    batch after its observers returned. Each implementation runs under its plugin's budget;
-    failures are logged and never stop the event from being acknowledged.
+    events unobserved (``event.message_id`` identifies an event); a plugin that must see
+    every event implements :func:`journeygate_observe_events` instead. The worker
+    acknowledges a batch after its observers returned. Each implementation runs under its
+    plugin's budget; failures are logged and never stop the event from being acknowledged.
 
     :param event: the applied :class:`~journeygate.events.schema.Event`: ``message_id``,
         ``name`` as sent, internal ``kind`` (``product_view``, ``cart_add``, ``order``, ...),
@@ -250,6 +264,45 @@ def journeygate_observe_event(event: Event) -> Awaitable[None] | None:
         ``received_at``, ``channel``, the original ``properties`` and the normalized
         ``fields``.
     :returns: nothing. All implementations are called, in call order. May be async.
+    """
+
+
+@hookspec
+def journeygate_observe_events(events: Sequence[Event]) -> Awaitable[None] | None:
+    """Observe a batch of applied events at once, at least once: for work that costs round
+    trips per call rather than per event (the triggers engine), and that must not miss an
+    event when a worker dies.
+
+    When: once per batch a ``journeygate worker`` applies (the entries it read from the
+    streams in one go), by the process that applied it, after the per-event
+    :func:`journeygate_observe_event` observers and *before* the worker acknowledges the
+    batch's stream entries; with the in-process store, once per ingestion request, in the
+    gateway. Not called for a batch of which nothing was applied or applied before. A batch
+    delivered again (its worker died before acknowledging it, an implementation raised
+    :class:`RetryBatch`, or its dead letters were requeued) is observed again with the events
+    an earlier delivery applied, so an event may be observed more than once, and an
+    implementation must be idempotent per ``event.message_id``. A client sending a message id
+    again is such a redelivery too; events the store dropped for an erased visitor never are.
+
+    Each implementation runs under its plugin's batch budget (``[plugin.NAME]
+    batch_budget_ms``, else ``[plugins] default_batch_budget_ms``; shorter than
+    ``events.claim_idle_ms``, so that no other worker claims a batch that is still being
+    observed). One that runs past it is cancelled, logged and counted
+    (``journeygate_plugin_failures_total{hook="journeygate_observe_events",
+    reason="timeout"}`` where the process serves ``/metrics``) and the batch is acknowledged
+    all the same: acknowledging never waits longer than the budget. So is one that raises,
+    with ``reason="error"``, except for :class:`RetryBatch` (``reason="retry"``): then the
+    batch is not acknowledged and comes back (every implementation sees it again); with the
+    in-process store the ingestion request answers 503 and the client sends it again.
+
+    :param events: the applied events of the batch, each an
+        :class:`~journeygate.events.schema.Event` as :func:`journeygate_observe_event`
+        describes it, in the order per-event observers see them: as they came (the batch's
+        stream entries in the order read, each entry's events as sent), so a visitor's late
+        event may come after later ones; sort by ``event.timestamp`` where event time
+        matters.
+    :returns: nothing. All implementations are called, in call order, each once per batch,
+        whatever the others did. May be async.
     """
 
 

@@ -55,6 +55,8 @@ def test_config_objects_are_frozen():
         ("[server]\nport = 70000\n", "server.port"),
         ("[serverz]\n", "serverz"),
         ("[plugin.fallback]\nbudget_ms = 'fast'\n", "plugin.fallback.budget_ms"),
+        ("[plugins]\ndefault_batch_budget_ms = 60000\n", "plugins.default_batch_budget_ms"),
+        ("[plugin.fallback]\nbatch_budget_ms = 0\n", "plugin.fallback.batch_budget_ms"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path, text, key):
@@ -82,3 +84,19 @@ def test_plugin_section_separates_reserved_keys_from_settings(tmp_path):
     assert dict(section.settings) == {"model": "x.npz"}
     assert config.budget_s("recs") == pytest.approx(0.020)
     assert config.budget_s("other") == pytest.approx(config.plugins.default_budget_ms / 1000)
+
+
+def test_a_batch_observer_is_done_with_a_batch_before_another_worker_may_claim_it(tmp_path):
+    config = load_config(environ={})
+    assert config.batch_budget_s("any") == config.events.claim_idle_ms / 2000  # unset
+    text = "[events]\nclaim_idle_ms = 5000\n[plugins]\ndefault_batch_budget_ms = 2000\n"
+    text += "[plugin.fallback]\nbatch_budget_ms = 4000\n"
+    config = load_config(write(tmp_path, text), environ={})
+    assert config.batch_budget_s("fallback") == pytest.approx(4.0)
+    assert config.batch_budget_s("other") == pytest.approx(2.0)
+    with pytest.raises(ConfigError) as error:
+        load_config(environ={"JOURNEYGATE_PLUGIN__FALLBACK__BATCH_BUDGET_MS": "60000"})
+    assert str(error.value) == (
+        "plugin.fallback.batch_budget_ms: must be shorter than events.claim_idle_ms (60000 ms), "
+        "or another worker claims the batch"
+    )

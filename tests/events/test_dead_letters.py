@@ -14,9 +14,11 @@ from eventkit import basic, event, fresh_redis_url, overrides
 
 from journeygate import hookimpl
 from journeygate.config import PROJECT_ROOT
-from journeygate.events.worker import serve
+from journeygate.events.apply import Applier
+from journeygate.events.streams import EventStreams
+from journeygate.events.worker import Worker, serve
 from journeygate.registry import build_plugin_manager
-from journeygate.store import keys
+from journeygate.store import keys, open_store
 
 
 @pytest.fixture
@@ -130,3 +132,29 @@ async def test_a_poison_entry_is_dead_lettered_and_the_entries_around_it_are_app
     assert client.xlen(keys.DEAD_LETTER_STREAM) == 1
     assert client.xrevrange(stream, count=1)[0][1][b"e"] == b"{not json"
     client.close()
+
+
+async def test_events_applied_beside_a_rejected_visitor_are_counted_once(make_config, url):
+    """One batch: a good event of one visitor, a rejected one of another. The batch call
+    applies the good one before failing; the entry-by-entry retry finds it applied already,
+    and the worker still counts it, once."""
+    config = make_config(**settings(url))
+    client = redis.Redis.from_url(url)
+    stream = keys.event_stream(0)
+    client.xadd(stream, {"e": orjson.dumps([internal("ok-1", "counted-visitor")])})
+    bad = internal("bad-1", "rejected-visitor", x={"pid": "P1", "qty": "three"})
+    client.xadd(stream, {"e": orjson.dumps([bad])})
+    store = open_store(config.store, "redis", config.events)
+    streams = EventStreams(url, config.events, 2.0)
+    worker = Worker(config, Applier(store, config), streams, "w-count")
+    try:
+        await streams.ensure_groups()
+        entries = await streams.read("w-count")
+        assert len(entries) == 2
+        assert await worker.process(entries) == 1
+        assert worker.applied == 1
+        assert worker.metrics.events_applied._value.get() == 1
+        assert client.hget(keys.profile("counted-visitor"), "cart_adds") is not None
+    finally:
+        await store.close()
+        await streams.close()

@@ -65,6 +65,7 @@ async def test_an_event_is_applied_once_per_message_id(store, visitor_id):
     assert first.flags == (True, True) and first.redirect is None
     again = await apply(store, visitor_id, order, view, ev("page_view", visitor_id, -5))
     assert again.flags == (False, False, True)
+    assert again.duplicates == (True, True, False)  # applied by the first call
     # the same order sent again under another message id is not counted again either
     await apply(store, visitor_id, ev("order", visitor_id, -9, revenue=20, order_id="O1"))
     aggregates = (await profile(store, visitor_id))["aggregates"]
@@ -253,7 +254,8 @@ async def test_erasure_reaches_merged_ids_and_drops_older_events(store, visitor_
     assert await store.get_profile(user) is None
     assert (await store.load_visitor(user, "s1")).recent_views == ()
     # an event received before the erasure is dropped when the worker reaches it
-    assert (await apply(store, user, queued)).flags == (False,)
+    dropped = await apply(store, user, queued)
+    assert dropped.flags == (False,) and dropped.duplicates == (False,)  # not a duplicate
     fresh = ev("page_view", user, -1, user=user)
     assert (await apply(store, user, fresh)).flags == (True,)
     assert await store.delete_visitor(f"{visitor_id}-never") is False

@@ -73,7 +73,7 @@ async def test_timers_survive_restarts_and_a_crashed_scheduler_sends_nothing_twi
     assert await crashed.engine.fire_timer(v1) == "sent"
     # A new worker gets both back when the lease runs out.
     deployment.start_worker("worker-1")
-    await settle(lambda: _logged(deployment, 3), timeout_s=5)
+    await settle(lambda: _logged(deployment, 3))
     await receiver.wait_for(2)
     assert sorted(p["visitor_id"] for p in receiver.payloads()) == ["v1", "v2"]
     outcomes = await deployment.outcomes()

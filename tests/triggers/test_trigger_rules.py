@@ -390,21 +390,16 @@ def test_only_watched_event_kinds_are_read():
 def test_a_visitors_events_observed_together_make_one_plan():
     triggers = specs(cart_abandonment={"delay_s": 1800}, post_purchase={"delay_s": 86400})
     state = {"checkout": NOW - 5000, "page": {"t": 1.0}}
-    plan = rules.observe_all(
-        [
-            ev("cart_add", NOW - 300, "a1", pid="P1", qty=1),
-            ev("order", NOW - 200, "o1", oid="O1", rev=5.0),  # cancels the cart timer
-            ev("cart_add", NOW - 100, "a2", pid="P2", qty=1),  # and a new cart sets it again
-        ],
-        state,
-        triggers,
-        NOW,
-        86400,
-        GAP,
-    )
+    events = [
+        ev("cart_add", NOW - 300, "a1", pid="P1", qty=1),
+        ev("order", NOW - 200, "o1", oid="O1", rev=5.0),  # cancels the cart timer
+        ev("cart_add", NOW - 100, "a2", pid="P2", qty=1),  # and a new cart sets it again
+    ]
+    plan = rules.observe_all(events, state, triggers, NOW, 86400, GAP)
     assert plan.set == {
         "checkout": NOW - 200,
         "cart": {"since": NOW - 100, "last": NOW - 100, "qty": 1, "items": ["P2"]},
+        "seen": [rules.seen_digest(message_id) for message_id in ("a1", "o1", "a2")],
     }
     assert plan.delete == []
     assert [(t.trigger, t.key, t.due) for t in plan.timers] == [
@@ -421,3 +416,23 @@ def test_a_visitors_events_observed_together_make_one_plan():
         GAP,
     )
     assert emptied.delete == ["cart"] and emptied.cancel == [("cart_abandonment", "")]
+
+
+def test_events_observed_before_are_skipped_and_the_ids_kept_are_bounded():
+    triggers = specs(cart_abandonment={"delay_s": 1800})
+    added = [ev("cart_add", NOW - 100 + i, f"a{i}", pid=f"P{i}", qty=1) for i in range(3)]
+    plan = rules.observe_all(added, {}, triggers, NOW, 86400, GAP)
+    assert plan.set["cart"]["qty"] == 3
+    # the same batch delivered again (its worker died before acknowledging it), and an event
+    # sent twice within one batch: nothing counted twice
+    state = dict(plan.set)
+    assert rules.observe_all(added, state, triggers, NOW, 86400, GAP) == rules.Plan()
+    again = rules.observe_all([added[0], *added], {}, triggers, NOW, 86400, GAP)
+    assert again.set["cart"]["qty"] == 3
+    # the ids of a batch are all kept, older ones down to SEEN_KEPT in all
+    many = [ev("cart_add", NOW - 50, f"b{i}", pid="P9", qty=1) for i in range(rules.SEEN_KEPT)]
+    later = rules.observe_all(many, state, triggers, NOW, 86400, GAP)
+    assert later.set["seen"] == [rules.seen_digest(f"b{i}") for i in range(rules.SEEN_KEPT)]
+    bigger = [*many, ev("cart_add", NOW - 40, "c0", pid="P9", qty=1)]
+    seen = rules.observe_all(bigger, {}, triggers, NOW, 86400, GAP).set["seen"]
+    assert len(seen) == rules.SEEN_KEPT + 1

@@ -114,7 +114,7 @@ async def send(client: TestClient, *events: Mapping[str, Any]) -> None:
     assert body["rejected"] == [], body["rejected"]
 
 
-async def settle(condition: Callable[[], Awaitable[bool]], timeout_s: float = 5.0) -> None:
+async def settle(condition: Callable[[], Awaitable[bool]], timeout_s: float = 20.0) -> None:
     """Poll ``condition`` until true (fails the test after ``timeout_s``)."""
     async with asyncio.timeout(timeout_s):
         while not await condition():
@@ -150,7 +150,7 @@ class Receiver:
         data = [r.json["data"] for r in self.requests]
         return [d for d in data if trigger is None or d["trigger"] == trigger]
 
-    async def wait_for(self, count: int, timeout_s: float = 5.0) -> None:
+    async def wait_for(self, count: int, timeout_s: float = 20.0) -> None:
         async def enough() -> bool:
             return len(self.requests) >= count
 

@@ -74,7 +74,7 @@ class Receiver:
     def ids(self) -> list[str]:
         return [r.headers["Journeygate-Delivery"] for r in self.requests]
 
-    async def wait_for(self, count: int, timeout_s: float = 5.0) -> None:
+    async def wait_for(self, count: int, timeout_s: float = 20.0) -> None:
         async with asyncio.timeout(timeout_s):
             while len(self.requests) < count:
                 self.arrived.clear()

@@ -1,5 +1,6 @@
 """Applying events to profiles and sessions: identity merges, redirects to merged profiles,
-and the ``journeygate_observe_event`` hook. Used by the worker and, without Redis, by the
+and the observer hooks (``journeygate_observe_event`` per applied event,
+``journeygate_observe_events`` per batch). Used by the worker and, without Redis, by the
 gateway itself."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,6 +17,8 @@ import pluggy
 from journeygate.config import AppConfig
 from journeygate.events.schema import Event
 from journeygate.experiments.attribution import Attribution
+from journeygate.hookspecs import RetryBatch
+from journeygate.metrics import Metrics
 from journeygate.store import EventsRejected, ProfileStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -22,23 +26,40 @@ log = logging.getLogger(__name__)
 MERGE_KINDS = frozenset({"identify", "alias"})
 MAX_REDIRECTS = 4
 OBSERVE_HOOK = "journeygate_observe_event"
+OBSERVE_BATCH_HOOK = "journeygate_observe_events"
+
+
+class BatchNotObserved(RetryBatch):
+    """The events were applied (``applied`` of them now) but a batch observer raised
+    :class:`RetryBatch`: the caller must not acknowledge them, so that they come again."""
+
+    def __init__(self, message: str, applied: int) -> None:
+        super().__init__(message)
+        self.applied = applied
 
 
 class Applier:
     """Applies batches of events (internal shape, see ``journeygate.events.schema``)."""
 
     def __init__(
-        self, store: ProfileStore, config: AppConfig, pm: pluggy.PluginManager | None = None
+        self,
+        store: ProfileStore,
+        config: AppConfig,
+        pm: pluggy.PluginManager | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.config = config
         self.pm = pm
+        self.metrics = metrics
         self.attribution = Attribution.for_store(store, config)
 
     async def apply(self, events: Sequence[Mapping[str, Any]]) -> int:
-        """Apply ``events``, let observers see those applied now (not duplicates), and return
-        how many were applied. Safe to call again with the same events: nothing is applied
-        twice. Raises ``EventsRejected`` when the store rejected some visitor's events, after
+        """Apply ``events``, let the per-event observers see those applied now and the batch
+        observers those applied now or by an earlier call (a redelivery), and return how many
+        were applied now. Safe to call again with the same events: nothing is applied twice.
+        Raises ``BatchNotObserved`` when a batch observer asked for the batch again, else
+        ``EventsRejected`` when the store rejected some visitor's events, in both cases after
         the others were applied and observed."""
         for event in events:
             anonymous, user = event.get("a"), event.get("u")
@@ -49,25 +70,36 @@ class Applier:
             groups.setdefault(event["v"], []).append(event)
         batches = [(visitor_id, sorted(group, key=_time)) for visitor_id, group in groups.items()]
         rejected: list[str] = []
-        applied = await self._apply(batches, rejected)
+        known = await self._apply(batches, rejected)
+        applied = [(event, into) for event, into, now in known if now]
         if applied and self.attribution is not None:
             await self._attribute([event for event, _ in applied])
-        if applied and self.pm is not None and self._observers():
+        if known and self.pm is not None:
             # observers see the events in the order they came (per visitor, by event time)
             position = {id(event): index for index, event in enumerate(events)}
-            applied.sort(key=lambda pair: position[id(pair[0])])
-            await self.observe([Event.from_internal(event, into) for event, into in applied])
+            known.sort(key=lambda found: position[id(found[0])])
+            if applied and self._observers(OBSERVE_HOOK):
+                await self.observe(
+                    [Event.from_internal(event, into) for event, into, now in known if now]
+                )
+            if self._observers(OBSERVE_BATCH_HOOK):
+                retry = await self.observe_batch(
+                    [Event.from_internal(event, into) for event, into, _ in known]
+                )
+                if retry:
+                    raise BatchNotObserved("; ".join(retry), len(applied))
         if rejected:
-            raise EventsRejected("; ".join(rejected))
+            raise EventsRejected("; ".join(rejected), len(applied))
         return len(applied)
 
     async def _apply(
         self, batches: list[tuple[str, list[Mapping[str, Any]]]], rejected: list[str] | None = None
-    ) -> list[tuple[Mapping[str, Any], str]]:
-        """Apply, following redirects to merged profiles: (event, profile it was applied to)
-        for every event applied now; why a visitor's events were rejected goes to
-        ``rejected`` (or raises ``EventsRejected`` without a list)."""
-        applied: list[tuple[Mapping[str, Any], str]] = []
+    ) -> list[tuple[Mapping[str, Any], str, bool]]:
+        """Apply, following redirects to merged profiles: (event, profile it was applied to,
+        whether it was applied now) for every event applied now or by an earlier call; why a
+        visitor's events were rejected goes to ``rejected`` (or raises ``EventsRejected``
+        without a list)."""
+        applied: list[tuple[Mapping[str, Any], str, bool]] = []
         for _ in range(MAX_REDIRECTS + 1):
             if not batches:
                 return applied
@@ -84,9 +116,11 @@ class Applier:
                     rejected.append(f"{result.visitor_id}: {result.error}")
                     continue
                 applied += [
-                    (event, result.visitor_id)
-                    for event, flag in zip(group, result.flags, strict=True)
-                    if flag
+                    (event, result.visitor_id, flag)
+                    for event, flag, duplicate in zip(
+                        group, result.flags, result.duplicates, strict=True
+                    )
+                    if flag or duplicate
                 ]
             batches = redirected
         log.error(
@@ -105,9 +139,9 @@ class Applier:
         except StoreUnavailable as exc:
             log.warning("experiment attribution failed for %d events: %s", len(events), exc)
 
-    def _observers(self) -> list[Any]:
+    def _observers(self, hook: str) -> list[Any]:
         assert self.pm is not None
-        return list(reversed(getattr(self.pm.hook, OBSERVE_HOOK).get_hookimpls()))
+        return list(reversed(getattr(self.pm.hook, hook).get_hookimpls()))
 
     async def merge(self, anonymous_id: str, user_id: str) -> None:
         """Merge an anonymous visitor into a customer: claim it, replay its logged events
@@ -133,7 +167,7 @@ class Applier:
     async def observe(self, events: Sequence[Event]) -> None:
         """Call every ``journeygate_observe_event`` implementation for each event, under its
         plugin's budget; a failing observer is logged and never stops the others."""
-        impls = self._observers()
+        impls = self._observers(OBSERVE_HOOK)
         for event in events:
             for impl in impls:
                 budget = self.config.budget_s(impl.plugin_name)
@@ -151,6 +185,48 @@ class Applier:
                     )
                 except Exception:
                     log.exception("plugin %s raised in %s", impl.plugin_name, OBSERVE_HOOK)
+
+    async def observe_batch(self, events: Sequence[Event]) -> list[str]:
+        """Call every ``journeygate_observe_events`` implementation once with the batch,
+        each under its plugin's batch budget; returns why those that raised ``RetryBatch``
+        need the batch again. Any other failure, a timeout included, is logged and counted,
+        and does not stop the others."""
+        retry: list[str] = []
+        for impl in self._observers(OBSERVE_BATCH_HOOK):
+            plugin = impl.plugin_name
+            budget = self.config.batch_budget_s(plugin)
+            started = time.perf_counter()
+            reason = None
+            try:
+                result = impl.function(*({"events": events}[name] for name in impl.argnames))
+                if inspect.isawaitable(result):
+                    async with asyncio.timeout(budget):
+                        await result
+            except TimeoutError:
+                reason = "timeout"
+                log.error(
+                    "plugin %s exceeded its %.0f ms batch budget in %s: %d events acknowledged"
+                    " without it",
+                    plugin,
+                    budget * 1000,
+                    OBSERVE_BATCH_HOOK,
+                    len(events),
+                )
+            except RetryBatch as exc:
+                reason = "retry"
+                retry.append(f"{plugin}: {exc}")
+                log.warning(
+                    "plugin %s needs a batch of %d events again: %s", plugin, len(events), exc
+                )
+            except Exception:
+                reason = "error"
+                log.exception("plugin %s raised in %s", plugin, OBSERVE_BATCH_HOOK)
+            if self.metrics is not None:
+                elapsed = time.perf_counter() - started
+                self.metrics.plugin_seconds.labels(plugin, OBSERVE_BATCH_HOOK).observe(elapsed)
+                if reason is not None:
+                    self.metrics.plugin_failures.labels(plugin, OBSERVE_BATCH_HOOK, reason).inc()
+        return retry
 
 
 def _time(event: Mapping[str, Any]) -> float:

@@ -6,15 +6,19 @@ delivery to one of them).
 Every worker joins the consumer group of every stream shard and loops: reclaim entries
 another worker read but did not acknowledge for ``claim_idle_ms`` (it died), read new
 entries (``read_count`` per shard, one round trip), apply them (one Lua call per visitor,
-one round trip), let plugins observe them, and only then acknowledge them. Applying is
-idempotent per message id, so an entry applied by a worker that died before acknowledging
-it is applied again by another worker without counting anything twice.
+one round trip), let plugins observe them (each event, then the batch), and only then
+acknowledge them. Applying is idempotent per message id, so an entry applied by a worker that
+died before acknowledging it is applied again by another worker without counting anything
+twice, and its events are observed again by the batch observers (which are idempotent), not
+by the per-event ones.
 
 An entry that cannot be applied (unreadable, or its events rejected by the store; Redis
 being unreachable is not the entry's fault and is simply retried) is isolated: a failing
 batch is applied again entry by entry, the failing entry stays pending and is delivered
 again after ``claim_idle_ms``, and after ``max_deliveries`` deliveries it is moved to the
 dead-letter stream and acknowledged, so it neither blocks its shard nor comes back forever.
+A batch a batch observer asked for again (``RetryBatch``) is not acknowledged either: all its
+entries take that same path, applied but pending, and the redelivery is observed again.
 Every ``trim_interval_ms`` a worker trims what all consumer groups are done with (see
 ``journeygate.events.streams``). With ``events.worker_metrics_port`` set, the worker serves
 its metrics and ``/healthz`` (``journeygate.events.monitor``).
@@ -39,12 +43,12 @@ import pluggy
 
 from journeygate.catalog import Catalog, load_catalog
 from journeygate.config import AppConfig
-from journeygate.events.apply import Applier
+from journeygate.events.apply import Applier, BatchNotObserved
 from journeygate.events.monitor import start_monitor
 from journeygate.events.streams import Entry, EventStreams
 from journeygate.hookspecs import ROLE_WORKER
 from journeygate.metrics import WorkerMetrics
-from journeygate.store import ProfileStore, StoreUnavailable, open_store
+from journeygate.store import EventsRejected, ProfileStore, StoreUnavailable, open_store
 from journeygate.webhooks.dispatcher import Dispatcher
 from journeygate.webhooks.model import webhook_queue
 
@@ -83,8 +87,9 @@ class Worker:
 
     async def process(self, entries: list[Entry]) -> int:
         """Apply the entries' events, then acknowledge the entries; entries that cannot be
-        applied are left pending or dead-lettered (:meth:`failed`). Raises
-        ``StoreUnavailable`` (nothing acknowledged) when Redis cannot be reached."""
+        applied, or whose batch a batch observer needs again, are left pending or
+        dead-lettered (:meth:`failed`). Raises ``StoreUnavailable`` (nothing acknowledged)
+        when Redis cannot be reached."""
         readable = [entry for entry in entries if entry.error is None]
         failures = [(entry, entry.error) for entry in entries if entry.error is not None]
         before = self.applied
@@ -94,7 +99,14 @@ class Worker:
             done = readable
         except StoreUnavailable:
             raise
+        except BatchNotObserved as exc:
+            # applied, not observed: applying them one by one would observe nothing better
+            self._count_applied(exc.applied)
+            failures += [(entry, f"not observed: {exc}") for entry in readable]
+            done = []
         except Exception as exc:
+            if isinstance(exc, EventsRejected):
+                self._count_applied(exc.applied)  # the others of the batch, not applied again
             if len(readable) == 1:
                 failures.append((readable[0], _describe(exc)))
                 done = []
@@ -111,6 +123,9 @@ class Worker:
                         done.append(entry)
                     except StoreUnavailable:
                         raise
+                    except BatchNotObserved as entry_exc:
+                        self._count_applied(entry_exc.applied)
+                        failures.append((entry, f"not observed: {entry_exc}"))
                     except Exception as entry_exc:
                         failures.append((entry, _describe(entry_exc)))
         await self.streams.ack(done)
@@ -181,7 +196,9 @@ def _describe(exc: BaseException) -> str:
 
 
 def _observers(pm: pluggy.PluginManager) -> set[str]:
-    return {impl.plugin_name for impl in pm.hook.journeygate_observe_event.get_hookimpls()}
+    """The plugins that observe events, per event or per batch."""
+    hooks = (pm.hook.journeygate_observe_event, pm.hook.journeygate_observe_events)
+    return {impl.plugin_name for hook in hooks for impl in hook.get_hookimpls()}
 
 
 async def _start_plugins(

@@ -16,7 +16,12 @@ class StoreUnavailable(RuntimeError):
 
 class EventsRejected(ValueError):
     """The store refused events because of what they hold (malformed fields), not because it
-    is unavailable: applying them again fails again."""
+    is unavailable: applying them again fails again. ``applied``: how many other events of
+    the same call were applied (a retry finds those already applied and counts them no more)."""
+
+    def __init__(self, message: str, applied: int = 0) -> None:
+        super().__init__(message)
+        self.applied = applied
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,12 +29,15 @@ class Applied:
     """The outcome of applying one visitor's events: a flag per event (False: a duplicate
     message id, or received before the visitor was erased), the id the visitor was merged
     into (nothing was applied; apply the events there), or why the events were rejected
-    (``error``; nothing was applied)."""
+    (``error``; nothing was applied). ``duplicates`` tells the two kinds of skipped events
+    apart, True for an event an earlier call applied: batch observers see those again (a
+    redelivered batch), never the events of an erased visitor."""
 
     visitor_id: str
     flags: tuple[bool, ...] = ()
     redirect: str | None = None
     error: str | None = None
+    duplicates: tuple[bool, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

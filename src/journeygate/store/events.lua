@@ -6,8 +6,8 @@
 -- ARGV[1]: settings (JSON); ARGV[2..]: events (JSON, see journeygate.events.schema), ordered
 -- by event time.
 -- Returns "@ID" when the visitor was merged into ID (the caller applies there instead),
--- else one flag per event: "1" applied, "0" skipped (a duplicate, or received before an
--- erasure). An event whose fields have the wrong type fails the call with an INVALIDEVENT
+-- else one flag per event: "1" applied, "0" skipped as a duplicate (its message id was
+-- applied before), "-" skipped because it was received before an erasure. An event whose fields have the wrong type fails the call with an INVALIDEVENT
 -- error before anything is written. Every key touched gets its TTL; every collection is
 -- capped.
 local profile, alias_key, erased_key, seen, cart, sessions = KEYS[1], KEYS[2], KEYS[3],
@@ -260,7 +260,9 @@ end
 
 redis.call('ZREMRANGEBYSCORE', seen, '-inf', '(' .. (now - cfg.dedupe_ttl))
 for i, e in ipairs(events) do
-  if e.r <= erased or redis.call('ZSCORE', seen, e.id) then
+  if e.r <= erased then
+    flags[#flags + 1] = '-'
+  elseif redis.call('ZSCORE', seen, e.id) then
     flags[#flags + 1] = '0'
   else
     redis.call('ZADD', seen, now, e.id)

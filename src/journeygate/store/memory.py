@@ -233,9 +233,10 @@ class MemoryProfileStore:
             cutoff = now_wall - self.events.dedupe_ttl_s
             while visitor.seen and next(iter(visitor.seen.values())) < cutoff:
                 visitor.seen.popitem(last=False)
-            flags = []
+            flags, duplicates = [], []
             for event in events:
-                if event["r"] <= erased or event["id"] in visitor.seen:
+                duplicates.append(event["r"] > erased and event["id"] in visitor.seen)
+                if event["r"] <= erased or duplicates[-1]:
                     flags.append(False)
                     continue
                 visitor.seen[event["id"]] = now_wall
@@ -252,7 +253,7 @@ class MemoryProfileStore:
                 del sessions[min(sessions, key=lambda sid: (sessions[sid].start, sid))]
             if any(flags):
                 visitor.expires = now + self.config.profile_ttl_s
-            results.append(Applied(visitor_id, flags=tuple(flags)))
+            results.append(Applied(visitor_id, tuple(flags), duplicates=tuple(duplicates)))
         return results
 
     def _session_for(

@@ -298,7 +298,11 @@ class RedisProfileStore:
                 if isinstance(result, Exception)
                 else Applied(visitor_id, redirect=result[1:])
                 if result.startswith("@")
-                else Applied(visitor_id, flags=tuple(flag == "1" for flag in result))
+                else Applied(
+                    visitor_id,
+                    flags=tuple(flag == "1" for flag in result),
+                    duplicates=tuple(flag == "0" for flag in result),
+                )
                 for (visitor_id, _), result in zip(payloads, results, strict=True)
             ]
         raise StoreUnavailable("redis: the events script could not be loaded")  # pragma: no cover

@@ -22,6 +22,7 @@ from journeygate.errors import (
     ServiceUnavailable,
     Unauthorized,
 )
+from journeygate.events.apply import BatchNotObserved
 from journeygate.events.ingest import Batch, parse_batch
 from journeygate.events.profile import build_profile
 from journeygate.events.schema import (
@@ -96,6 +97,13 @@ async def _submit(request: web.Request, batch: Batch, **extra: Any) -> web.Respo
     except StoreUnavailable:
         error: ServiceUnavailable = ServiceUnavailable(
             "events cannot be stored right now; retry (nothing was accepted)"
+        )
+        retry_after = RETRY_AFTER_S
+    except BatchNotObserved:
+        # the in-process store: applied, but a batch observer needs them again
+        error = ServiceUnavailable(
+            "events applied but not yet observed by every plugin; send them again (each "
+            "message id is applied once)"
         )
         retry_after = RETRY_AFTER_S
     except Backpressure:

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from journeygate import appkeys
 from journeygate.errors import InvalidRequest, ServiceUnavailable
+from journeygate.events.apply import BatchNotObserved
 from journeygate.events.ingest import parse_batch
 from journeygate.events.schema import parse_native
 from journeygate.middleware import error_response
@@ -75,6 +76,15 @@ async def feedback(request: web.Request) -> web.Response:
     except StoreUnavailable:
         response = error_response(
             ServiceUnavailable("feedback cannot be stored right now; retry (nothing was accepted)")
+        )
+        response.headers["Retry-After"] = RETRY_AFTER_S
+        return response
+    except BatchNotObserved:  # the in-process store: applied, a batch observer needs it again
+        response = error_response(
+            ServiceUnavailable(
+                "feedback applied but not yet observed by every plugin; send it again with "
+                f"message_id {batch.accepted[0]['id']!r} (a message id is applied once)"
+            )
         )
         response.headers["Retry-After"] = RETRY_AFTER_S
         return response
