@@ -14,13 +14,14 @@ from typing import Any
 
 import pytest
 import redis
-from aiohttp.test_utils import TestClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from journeygate.app import create_app
 from journeygate.catalog import build_catalog_file
 from journeygate.config import AppConfig, load_config
 from journeygate.registry import build_plugin_manager
-from testkit import SAMPLE, free_port
+from testkit import SAMPLE, Receiver, free_port
 
 
 class RedisServer:
@@ -155,3 +156,17 @@ def gateway(
         return await aiohttp_client(create_app(config, plugin_manager=pm))
 
     return factory
+
+
+@pytest.fixture
+async def receiver(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Receiver:
+    """A webhook receiver (:class:`testkit.Receiver`) on a real aiohttp server."""
+    app = web.Application()
+    holder: list[Receiver] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        return await holder[0].handle(request)
+
+    app.router.add_post("/{path:.*}", handle)
+    holder.append(Receiver(await aiohttp_server(app)))
+    return holder[0]

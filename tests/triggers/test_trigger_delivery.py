@@ -8,11 +8,12 @@ import asyncio
 import logging
 
 import redis
-from triggerkit import ADMIN, SECRET, consent, ev, send, settle
+from triggerkit import ADMIN, SECRET, consent, ev, send
 
 from jg_offers.plugin import OffersPlugin
 from journeygate import appkeys
 from journeygate.webhooks import verify_signature
+from testkit import settle
 
 pytest_plugins = ["triggerfixtures"]  # url, receiver, stack
 

@@ -18,7 +18,7 @@ import orjson
 import pytest
 import redis
 import redis.asyncio as aioredis
-from triggerkit import SECRET, UNREACHABLE, consent, ev, send, settle, write_triggers
+from triggerkit import SECRET, UNREACHABLE, consent, ev, send, write_triggers
 
 from jg_triggers.engine import TriggerEngine
 from jg_triggers.redis_store import RedisTriggerStore
@@ -28,6 +28,7 @@ from journeygate.config import PROJECT_ROOT
 from journeygate.events.schema import Event
 from journeygate.store import StoreUnavailable, keys, open_store
 from journeygate.webhooks import webhook_outbox
+from testkit import settle
 
 pytest_plugins = ["triggerfixtures"]  # url, receiver, stack
 

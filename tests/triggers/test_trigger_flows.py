@@ -8,9 +8,10 @@ import asyncio
 import time
 
 import redis
-from triggerkit import SECRET, consent, ev, send, settle
+from triggerkit import SECRET, consent, ev, send
 
 from journeygate.webhooks import verify_signature
+from testkit import settle
 
 pytest_plugins = ["triggerfixtures"]  # url, receiver, stack
 

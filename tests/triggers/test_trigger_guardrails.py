@@ -9,11 +9,12 @@ import datetime as dt
 import math
 import time
 
-from triggerkit import consent, ev, send, settle
+from triggerkit import consent, ev, send
 
 from jg_sentiment.plugin import updated_fields
 from jg_sentiment.scoring import FeedbackScore
 from journeygate import hookimpl
+from testkit import settle
 
 pytest_plugins = ["triggerfixtures"]  # url, receiver, stack
 

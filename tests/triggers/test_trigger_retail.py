@@ -10,7 +10,7 @@ import asyncio
 from collections import Counter
 
 import pandas as pd
-from triggerkit import WRITE_KEY, settle
+from triggerkit import WRITE_KEY
 
 from jg_triggers.plugin import TriggersPlugin
 from journeygate.cli import build_parser
@@ -20,6 +20,7 @@ from journeygate.events.retail_events import retail_events, select_lines, write_
 from journeygate.events.schema import parse_time
 from journeygate.registry import build_plugin_manager
 from journeygate.retail_data import read_online_retail
+from testkit import settle
 
 pytest_plugins = ["triggerfixtures"]  # url, receiver, stack
 

@@ -11,11 +11,10 @@ from typing import Any
 
 import pytest
 import redis
-from aiohttp import web
-from aiohttp.test_utils import TestServer
-from triggerkit import TRIGGERS_DB, UNREACHABLE, Receiver, Stack, overrides, write_triggers
+from triggerkit import TRIGGERS_DB, UNREACHABLE, Stack, overrides, write_triggers
 
 from jg_triggers.plugin import TriggersPlugin
+from testkit import Receiver
 
 
 @pytest.fixture
@@ -27,19 +26,6 @@ def url(redis_url: str) -> str:
     client.flushdb()
     client.close()
     return url
-
-
-@pytest.fixture
-async def receiver(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Receiver:
-    app = web.Application()
-    holder: list[Receiver] = []
-
-    async def handle(request: web.Request) -> web.Response:
-        return await holder[0].handle(request)
-
-    app.router.add_post("/{path:.*}", handle)
-    holder.append(Receiver(await aiohttp_server(app)))
-    return holder[0]
 
 
 StackFactory = Callable[..., Awaitable[Stack]]

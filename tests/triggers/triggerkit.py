@@ -7,13 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from jg_triggers.plugin import TriggersPlugin
 from jg_triggers.store import LogRecord
@@ -112,49 +111,6 @@ async def send(client: TestClient, *events: Mapping[str, Any]) -> None:
     assert response.status == 200, await response.text()
     body = await response.json()
     assert body["rejected"] == [], body["rejected"]
-
-
-async def settle(condition: Callable[[], Awaitable[bool]], timeout_s: float = 20.0) -> None:
-    """Poll ``condition`` until true (fails the test after ``timeout_s``)."""
-    async with asyncio.timeout(timeout_s):
-        while not await condition():
-            await asyncio.sleep(0.02)
-
-
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def json(self) -> dict[str, Any]:
-        return dict(json.loads(self.body))
-
-
-class Receiver:
-    """The email/CRM tool: a real aiohttp server that records every request."""
-
-    def __init__(self, server: TestServer) -> None:
-        self.server = server
-        self.requests: list[Received] = []
-
-    def url(self, path: str = "/crm") -> str:
-        return str(self.server.make_url(path))
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.requests.append(Received(request.path, dict(request.headers), await request.read()))
-        return web.Response(status=200)
-
-    def payloads(self, trigger: str | None = None) -> list[dict[str, Any]]:
-        data = [r.json["data"] for r in self.requests]
-        return [d for d in data if trigger is None or d["trigger"] == trigger]
-
-    async def wait_for(self, count: int, timeout_s: float = 20.0) -> None:
-        async def enough() -> bool:
-            return len(self.requests) >= count
-
-        await settle(enough, timeout_s)
 
 
 @dataclass

@@ -4,14 +4,12 @@ aiohttp servers."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 import redis
-from aiohttp import web
-from aiohttp.test_utils import TestServer
-from hookkit import SECRET, Receiver
+from hookkit import SECRET
 
 from journeygate.config import AppConfig
 from journeygate.store import open_store
@@ -82,17 +80,3 @@ async def queue_factory(
     yield factory
     for store in stores:
         await store.close()
-
-
-@pytest.fixture
-async def receiver(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Receiver:
-    app = web.Application()
-    holder: list[Receiver] = []
-
-    async def handle(request: web.Request) -> web.Response:
-        return await holder[0].handle(request)
-
-    app.router.add_post("/{path:.*}", handle)
-    server = await aiohttp_server(app)
-    holder.append(Receiver(server))
-    return holder[0]

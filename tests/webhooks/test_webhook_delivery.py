@@ -4,11 +4,12 @@ with backoff, dead letters, Retry-After, redelivery, erasure of pending deliveri
 from __future__ import annotations
 
 import pytest
-from hookkit import SECRET, message, running, settle
+from hookkit import SECRET, message, running
 
 from journeygate.metrics import Metrics
 from journeygate.webhooks import verify_signature
 from journeygate.webhooks.dispatcher import Dispatcher
+from testkit import settle
 
 
 def urls(receiver):

@@ -8,12 +8,13 @@ import asyncio
 from collections import Counter
 
 import pytest
-from hookkit import message, running, settle
+from hookkit import message, running
 
 from journeygate.store import StoreUnavailable, keys, open_store
 from journeygate.webhooks.dispatcher import Dispatcher
 from journeygate.webhooks.model import AttemptResult, webhook_queue
 from journeygate.webhooks.redis import RedisOutbox
+from testkit import settle
 
 
 @pytest.fixture

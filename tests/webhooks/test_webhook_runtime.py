@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from hookkit import message, settle
+from hookkit import message
 
 from journeygate import appkeys
 from journeygate.events.worker import serve
@@ -14,6 +14,7 @@ from journeygate.registry import build_plugin_manager
 from journeygate.store import open_store
 from journeygate.webhooks import webhook_outbox
 from journeygate.webhooks.model import webhook_queue
+from testkit import settle
 
 ADMIN = {"X-API-Key": "test-admin-key"}
 
