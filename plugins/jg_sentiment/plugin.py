@@ -19,8 +19,9 @@
   as visitor attributes, so offers and triggers see ``visitor.sentiment``.
 * ``journeygate_register_commands``: ``train-sentiment`` and ``score-sentiment``.
 
-Without a trained artifact the plugin still starts (feedback is stored as events, nothing is
-scored) and logs how to train one; restart the gateway and worker after training.
+Without a trained artifact, or with one of an older format, the plugin still starts (feedback
+is stored as events, nothing is scored, stored sentiment still decays into decisions) and logs
+how to train one; restart the gateway and worker after training.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from collections.abc import Coroutine, Mapping
 from concurrent.futures import Executor
 from typing import Any
 
-from jg_sentiment.model import SentimentModel
+from jg_sentiment.model import SentimentModel, StaleModelError
 from jg_sentiment.scoring import FeedbackScore, FeedbackScorer
 from jg_sentiment.settings import PLUGIN_NAME, SentimentSettings
 from jg_sentiment.training import (
@@ -123,7 +124,11 @@ class SentimentPlugin:
             )
             return
         loop = asyncio.get_running_loop()
-        model = await loop.run_in_executor(executor, SentimentModel.load, path)
+        try:
+            model = await loop.run_in_executor(executor, SentimentModel.load, path)
+        except StaleModelError as error:
+            log.error("%s; feedback is stored but not scored until then", error)
+            return
         scorer = FeedbackScorer(
             model,
             self.settings.scoring,
