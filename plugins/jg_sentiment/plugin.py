@@ -47,6 +47,7 @@ from journeygate import hookimpl
 from journeygate.artifacts import latest_artifact
 from journeygate.catalog import Catalog
 from journeygate.config import AppConfig
+from journeygate.encoder import set_torch_threads
 from journeygate.events.schema import FEEDBACK_KIND, Event
 from journeygate.model import DecisionContext
 from journeygate.store import ProfileStore
@@ -137,6 +138,7 @@ class SentimentPlugin:
             max_batch=self.settings.max_batch,
             max_wait_ms=self.settings.max_wait_ms,
         )
+        await loop.run_in_executor(executor, set_torch_threads, self.settings.torch_threads)
         await loop.run_in_executor(executor, scorer.phrase_vectors)  # loads MiniLM too
         self.scorer = scorer
         log.info("sentiment model %s loaded", path.name)

@@ -14,6 +14,7 @@ from jg_sentiment.evaluation import Report
 from jg_sentiment.model import (
     FORMAT_VERSION,
     META_FILE,
+    LexicalScorer,
     SentimentModel,
     StaleModelError,
     read_meta,
@@ -106,6 +107,16 @@ def test_a_model_of_an_older_format_asks_to_be_retrained(trained, tmp_path):
         StaleModelError, match=r"format 1.*retrain with `journeygate train-sentiment`"
     ):
         SentimentModel.load(tmp_path)
+
+
+def test_the_lean_lexical_scorer_computes_what_the_pipeline_computes(trained, held_out):
+    texts = [*held_out.texts, "", "!!!", "zzqqxx", "GREAT great Great", "Naïve café — 10/10"]
+    np.testing.assert_allclose(
+        LexicalScorer(trained.lexical_model).decision_function(texts),
+        trained.lexical_model.decision_function(texts),
+        rtol=1e-9,
+        atol=1e-9,
+    )
 
 
 def test_report_table_names_every_split():
