@@ -8,7 +8,8 @@ Why
 
 What runs
     One asyncio loop and one ``ThreadPoolExecutor`` (``--workers``, default 2 like the
-    gateway's ``plugins.executor_workers``), used by both modes:
+    gateway's ``plugins.executor_workers``), torch threads per forward pass as the plugin sets
+    them (``--torch-threads``, default its ``torch_threads``), used by both modes:
     * one-at-a-time (baseline): each feedback does its own
       ``loop.run_in_executor(executor, scorer.score_many, [text])`` (split, embed, classify);
     * micro-batch: each feedback does ``await scorer.score(text)`` (sentence cache disabled).
