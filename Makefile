@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test setup lint bench clean
+.PHONY: run test setup lint bench clean sentiment-model
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,12 @@ var/catalog.csv: $(STAMP) data/sample/online_retail_sample.csv.gz
 var/models/recommender/CURRENT: $(STAMP) data/sample/online_retail_sample.csv.gz
 	$(BIN)/journeygate train
 
-run: setup var/catalog.csv var/models/recommender/CURRENT
+# The sentiment model, trained (evaluation skipped) when none of the current format exists:
+# a model from an older release is retrained, not refused at startup.
+sentiment-model: $(STAMP)
+	$(BIN)/journeygate train-sentiment --no-evaluate --if-stale
+
+run: setup var/catalog.csv var/models/recommender/CURRENT sentiment-model
 	$(BIN)/journeygate serve
 
 lint: setup

@@ -8,7 +8,8 @@ Why
 
 What runs
     One asyncio loop and one ``ThreadPoolExecutor`` (``--workers``, default 2 like the
-    gateway's ``plugins.executor_workers``), used by both modes:
+    gateway's ``plugins.executor_workers``), torch threads per forward pass as the plugin sets
+    them (``--torch-threads``, default its ``torch_threads``), used by both modes:
     * one-at-a-time (baseline): each feedback does its own
       ``loop.run_in_executor(executor, scorer.score_many, [text])`` (split, embed, classify);
     * micro-batch: each feedback does ``await scorer.score(text)`` (sentence cache disabled).
@@ -56,8 +57,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from jg_sentiment.data import load_sentences  # noqa: E402
 from jg_sentiment.model import SentimentModel  # noqa: E402
 from jg_sentiment.scoring import FeedbackScorer  # noqa: E402
-from jg_sentiment.settings import DEFAULT_ARTIFACTS  # noqa: E402
+from jg_sentiment.settings import DEFAULT_ARTIFACTS, SentimentSettings  # noqa: E402
 from journeygate.artifacts import latest_artifact  # noqa: E402
+from journeygate.encoder import set_torch_threads  # noqa: E402
 
 TARGET_P50_MS = 20.0
 Score = Callable[[str], Awaitable[Any]]
@@ -174,6 +176,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=SentimentSettings().torch_threads,
+        help="intra-op threads per forward pass (default: the plugin's torch_threads)",
+    )
     parser.add_argument("--max-batch", type=int, default=64)
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=11)
@@ -184,7 +192,11 @@ def main() -> int:
     if path is None:
         raise SystemExit(f"no model in {args.artifacts}: run `journeygate train-sentiment`")
     model = SentimentModel.load(path)
-    print(f"model {path.name}; {os.cpu_count()} CPUs visible; {args.workers} executor threads")
+    set_torch_threads(args.torch_threads)  # as the plugin does at startup
+    print(
+        f"model {path.name}; {os.cpu_count()} CPUs visible; {args.workers} executor threads; "
+        f"{args.torch_threads} torch thread(s) per pass"
+    )
     print(f"load average before: {os.getloadavg()[0]:.2f} (other processes skew every figure)")
     results = asyncio.run(run(args, model))
     print(f"load average after: {os.getloadavg()[0]:.2f}")

@@ -19,8 +19,9 @@
   as visitor attributes, so offers and triggers see ``visitor.sentiment``.
 * ``journeygate_register_commands``: ``train-sentiment`` and ``score-sentiment``.
 
-Without a trained artifact the plugin still starts (feedback is stored as events, nothing is
-scored) and logs how to train one; restart the gateway and worker after training.
+Without a trained artifact, or with one of an older format, the plugin still starts (feedback
+is stored as events, nothing is scored, stored sentiment still decays into decisions) and logs
+how to train one; restart the gateway and worker after training.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from collections.abc import Coroutine, Mapping
 from concurrent.futures import Executor
 from typing import Any
 
-from jg_sentiment.model import SentimentModel
+from jg_sentiment.model import SentimentModel, StaleModelError
 from jg_sentiment.scoring import FeedbackScore, FeedbackScorer
 from jg_sentiment.settings import PLUGIN_NAME, SentimentSettings
 from jg_sentiment.training import (
@@ -46,6 +47,7 @@ from journeygate import hookimpl
 from journeygate.artifacts import latest_artifact
 from journeygate.catalog import Catalog
 from journeygate.config import AppConfig
+from journeygate.encoder import set_torch_threads
 from journeygate.events.schema import FEEDBACK_KIND, Event
 from journeygate.model import DecisionContext
 from journeygate.store import ProfileStore
@@ -123,7 +125,11 @@ class SentimentPlugin:
             )
             return
         loop = asyncio.get_running_loop()
-        model = await loop.run_in_executor(executor, SentimentModel.load, path)
+        try:
+            model = await loop.run_in_executor(executor, SentimentModel.load, path)
+        except StaleModelError as error:
+            log.error("%s; feedback is stored but not scored until then", error)
+            return
         scorer = FeedbackScorer(
             model,
             self.settings.scoring,
@@ -132,6 +138,7 @@ class SentimentPlugin:
             max_batch=self.settings.max_batch,
             max_wait_ms=self.settings.max_wait_ms,
         )
+        await loop.run_in_executor(executor, set_torch_threads, self.settings.torch_threads)
         await loop.run_in_executor(executor, scorer.phrase_vectors)  # loads MiniLM too
         self.scorer = scorer
         log.info("sentiment model %s loaded", path.name)

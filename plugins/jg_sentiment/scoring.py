@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from jg_sentiment.model import SentimentModel
-from journeygate.encoder import MicroBatchEncoder, encode_texts
+from journeygate.encoder import MicroBatchEncoder, encode_packed, encode_texts
 
 DEFAULT_THEMES: Mapping[str, str] = {
     "delivery": "delivery, shipping, the parcel arrived late, courier, tracking, dispatch",
@@ -145,8 +145,11 @@ class FeedbackScorer:
         )
 
     def sentence_rows(self, sentences: Sequence[str]) -> np.ndarray:
-        """Per sentence: its polarity (2 p - 1) followed by its embedding. Blocking."""
-        embeddings = encode_texts(sentences)
+        """Per sentence: its polarity (2 p - 1) followed by its embedding. Blocking.
+
+        The sentences (of one feedback, or of all feedback in a micro-batch) are encoded
+        packed, without padding: the forward passes are most of a feedback's cost."""
+        embeddings = encode_packed(sentences)
         polarity = 2.0 * self.model.probabilities(sentences, embeddings) - 1.0
         return np.hstack([polarity[:, None].astype(np.float32), embeddings])
 

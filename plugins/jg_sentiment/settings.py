@@ -26,6 +26,7 @@ class SentimentSettings:
     )
     max_batch: int = 64
     max_wait_ms: float = 2.0
+    torch_threads: int = 1  # intra-op threads per forward pass, process-wide (see README)
 
     @property
     def half_life_s(self) -> float:
@@ -44,6 +45,7 @@ class SentimentSettings:
             "themes",
             "max_batch",
             "max_wait_ms",
+            "torch_threads",
         }
         for key in settings:
             if key not in known:
@@ -76,6 +78,9 @@ class SentimentSettings:
         max_wait_ms = number("max_wait_ms", 2.0)
         if max_wait_ms < 0:
             raise ValueError(f"plugin.{PLUGIN_NAME}.max_wait_ms: must not be negative")
+        torch_threads = number("torch_threads", 1)
+        if torch_threads < 1 or torch_threads != int(torch_threads):
+            raise ValueError(f"plugin.{PLUGIN_NAME}.torch_threads: expected a positive integer")
         defaults = ScoringSettings()
         try:
             scoring = ScoringSettings(
@@ -93,4 +98,5 @@ class SentimentSettings:
             themes=MappingProxyType(dict(themes)),
             max_batch=int(max_batch),
             max_wait_ms=max_wait_ms,
+            torch_threads=int(torch_threads),
         )

@@ -12,7 +12,13 @@ import numpy as np
 
 from jg_sentiment.data import DATA_DIR, Labelled, load_sentences, read_labelled
 from jg_sentiment.evaluation import Progress, Report, evaluate
-from jg_sentiment.model import POLARITY_ANCHORS, SentimentModel, polarity_direction
+from jg_sentiment.model import (
+    FORMAT_VERSION,
+    POLARITY_ANCHORS,
+    Anchors,
+    SentimentModel,
+    read_meta,
+)
 from jg_sentiment.scoring import LABELS, FeedbackScorer
 from jg_sentiment.settings import EMBEDDING_CACHE, PLUGIN_NAME, SentimentSettings
 from journeygate import artifacts
@@ -20,10 +26,10 @@ from journeygate.config import AppConfig
 from journeygate.encoder import encode_cached, encode_texts
 
 
-def anchor_direction() -> np.ndarray:
-    """The polarity direction from :data:`POLARITY_ANCHORS` (eight short texts to encode)."""
-    return polarity_direction(
-        {name: encode_texts(texts) for name, texts in POLARITY_ANCHORS.items()}
+def encode_anchors() -> Anchors:
+    """The embeddings of :data:`POLARITY_ANCHORS` (eight short texts); the model keeps them."""
+    return Anchors(
+        encode_texts(POLARITY_ANCHORS["positive"]), encode_texts(POLARITY_ANCHORS["negative"])
     )
 
 
@@ -39,13 +45,13 @@ def train(
     say = progress or (lambda _message: None)
     say(f"embedding {len(data):,} sentences")
     embeddings = encode_cached(list(data.texts), cache_dir)
-    direction = anchor_direction()
+    anchors = encode_anchors()
     report = None
     if evaluate_first:
-        report = evaluate(data, embeddings, direction, progress=say)
+        report = evaluate(data, embeddings, anchors, progress=say)
     say("fitting on all sentences")
     positive = np.asarray([label == "positive" for label in data.labels])
-    model = SentimentModel.fit(list(data.texts), positive, embeddings, direction)
+    model = SentimentModel.fit(list(data.texts), positive, embeddings, anchors, data.sources)
     metrics = report.summary() if report is not None else None
     path = artifacts.publish_artifact(out_root, lambda directory: model.save(directory, metrics))
     return path, report
@@ -89,6 +95,11 @@ def add_arguments_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-evaluate", action="store_true", help="skip the held-out evaluation (faster)"
     )
+    parser.add_argument(
+        "--if-stale",
+        action="store_true",
+        help="train only when no model of this version's format is published (make run)",
+    )
 
 
 def train_command(args: argparse.Namespace, config: AppConfig) -> int:
@@ -99,6 +110,10 @@ def train_command(args: argparse.Namespace, config: AppConfig) -> int:
         print(f"journeygate: {error}", file=sys.stderr)
         return 2
     out_root = args.out or config.resolve_path(settings.artifacts)
+    current = artifacts.latest_artifact(out_root)
+    if args.if_stale and current is not None and read_meta(current).get("format") == FORMAT_VERSION:
+        print(f"{out_root / artifacts.CURRENT} -> {current.name} is current; not retrained")
+        return 0
     started = time.perf_counter()
     path, report = train(
         data,

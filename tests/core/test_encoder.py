@@ -15,10 +15,13 @@ from aiohttp.test_utils import TestClient
 
 from journeygate.encoder import (
     EMBEDDING_DIM,
+    PACKED_TOKENS,
     EncoderClosedError,
     MicroBatchEncoder,
+    encode_packed,
     encode_texts,
     load_sentence_model,
+    set_torch_threads,
 )
 
 QUERIES = [
@@ -111,6 +114,21 @@ async def test_concurrent_calls_match_encode_texts_and_share_passes(
     assert encoder.stats.texts == 32
     assert encoder.stats.batches <= 4  # all 32 queued in one loop tick: normally one pass
     assert encoder.stats.mean_batch_size >= 8
+
+
+def test_packed_encoding_gives_the_vectors_of_encode_texts(sentence_model) -> None:
+    """Texts of unequal length, more tokens than one pack holds, one text longer than a pack
+    (truncated like encode_texts truncates it) and an empty one."""
+    long_text = " ".join(QUERIES * 12)
+    texts = [*QUERIES, long_text, "", *QUERIES[::-1]]
+    tokens = sentence_model.preprocess(texts)["attention_mask"].sum()
+    assert tokens > 2 * PACKED_TOKENS  # three packs at least
+    packed = encode_packed(texts)
+    assert packed.shape == (len(texts), EMBEDDING_DIM) and packed.dtype == np.float32
+    np.testing.assert_allclose(packed, encode_texts(texts), atol=1e-5)
+    assert encode_packed([]).shape == (0, EMBEDDING_DIM)
+    with pytest.raises(ValueError, match="at least 1"):
+        set_torch_threads(0)
 
 
 async def test_close_product_texts_are_closer_than_unrelated(encoder: MicroBatchEncoder) -> None:

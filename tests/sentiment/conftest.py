@@ -1,18 +1,20 @@
 """Session fixtures for the sentiment tests: the real labelled sentences, their embeddings
 (cached in var/cache/sentiment by content, like `journeygate train-sentiment`), a held-out
-split, and one model trained on the rest and published as an artifact."""
+split, one model trained on the rest and published as an artifact, and the same artifact
+marked with an older format."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from jg_sentiment.data import Labelled, load_sentences
-from jg_sentiment.model import SentimentModel
+from jg_sentiment.model import META_FILE, Anchors, SentimentModel, read_meta
 from jg_sentiment.settings import EMBEDDING_CACHE
-from jg_sentiment.training import anchor_direction
+from jg_sentiment.training import encode_anchors
 from journeygate import artifacts
 from journeygate.config import PROJECT_ROOT
 from journeygate.encoder import encode_cached
@@ -31,8 +33,8 @@ def embeddings(sentences: Labelled) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def direction() -> np.ndarray:
-    return anchor_direction()
+def anchors() -> Anchors:
+    return encode_anchors()
 
 
 @pytest.fixture(scope="session")
@@ -64,14 +66,15 @@ def held_out(sentences: Labelled, split: tuple[np.ndarray, np.ndarray]) -> Label
 def trained(
     sentences: Labelled,
     embeddings: np.ndarray,
-    direction: np.ndarray,
+    anchors: Anchors,
     split: tuple[np.ndarray, np.ndarray],
 ) -> SentimentModel:
     """Fitted once per session on the 80% training share (about ten seconds)."""
     train = split[0]
     positive = np.asarray([sentences.labels[i] == "positive" for i in train])
     texts = [sentences.texts[i] for i in train]
-    return SentimentModel.fit(texts, positive, embeddings[train], direction)
+    domains = [sentences.sources[i] for i in train]
+    return SentimentModel.fit(texts, positive, embeddings[train], anchors, domains)
 
 
 @pytest.fixture(scope="session")
@@ -79,4 +82,18 @@ def artifact_root(trained: SentimentModel, tmp_path_factory: pytest.TempPathFact
     """The trained model published as the plugin and the command line find it."""
     root = tmp_path_factory.mktemp("sentiment-models")
     artifacts.publish_artifact(root, lambda directory: trained.save(directory, {"test": True}))
+    return root
+
+
+@pytest.fixture(scope="session")
+def stale_root(trained: SentimentModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A published model whose ``meta.json`` says format 1, as an older release wrote it."""
+    root = tmp_path_factory.mktemp("sentiment-stale")
+
+    def write(directory: Path) -> None:
+        trained.save(directory)
+        meta = {**read_meta(directory), "format": 1}
+        (directory / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
+
+    artifacts.publish_artifact(root, write)
     return root

@@ -211,11 +211,19 @@ def test_sentiment_fades_with_its_half_life_and_new_feedback_averages_in():
     assert late_event["sentiment_at"] == 1000.0
 
 
-async def test_without_a_model_feedback_is_stored_and_nothing_fails(gateway, tmp_path, visitor_id):
+@pytest.mark.parametrize("model", ["none", "stale"])
+async def test_without_a_usable_model_feedback_is_stored_and_nothing_fails(
+    gateway, tmp_path, stale_root, visitor_id, caplog, model
+):
+    artifacts = tmp_path / "none" if model == "none" else stale_root
     client = await gateway(
         extra_plugins=[("sentiment", SentimentPlugin())],
         **store_overrides("memory", ""),
-        plugin={"sentiment": {"artifacts": str(tmp_path / "none")}},
+        plugin={"sentiment": {"artifacts": str(artifacts)}},
+    )
+    hint = "retrain with " if model == "stale" else ""
+    assert any(
+        f"{hint}`journeygate train-sentiment`" in record.getMessage() for record in caplog.records
     )
     ready = await client.get("/readyz")
     assert ready.status == 200

@@ -1,4 +1,5 @@
-"""``journeygate score-sentiment`` and ``train-sentiment`` as a user runs them."""
+"""``journeygate score-sentiment`` and ``train-sentiment`` as a user runs them (training itself
+is covered by the model tests: a real run takes minutes)."""
 
 from __future__ import annotations
 
@@ -58,3 +59,18 @@ def test_score_sentiment_errors_are_one_clean_line(artifact_root, tmp_path):
     missing = run("score-sentiment", str(good), artifacts=str(tmp_path / "no-models"))
     assert missing.returncode == 2
     assert "journeygate: " in missing.stderr and "train-sentiment" in missing.stderr
+
+
+def test_an_old_model_is_refused_with_a_retrain_hint_and_if_stale_keeps_a_current_one(
+    artifact_root, stale_root, tmp_path
+):
+    good = tmp_path / "good.tsv"
+    good.write_text("Great!\t1\n", encoding="utf-8")
+    stale = run("score-sentiment", str(good), artifacts=str(stale_root))
+    assert stale.returncode == 2 and "Traceback" not in stale.stderr
+    assert (
+        "format 1" in stale.stderr and "retrain with `journeygate train-sentiment`" in stale.stderr
+    )
+    current = run("train-sentiment", "--if-stale", artifacts=str(artifact_root))
+    assert current.returncode == 0, current.stderr
+    assert "is current; not retrained" in current.stdout

@@ -3,6 +3,7 @@ calibration, and artifacts that load back identical."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,14 +11,22 @@ import pytest
 
 from jg_sentiment.data import Labelled, read_labelled
 from jg_sentiment.evaluation import Report
-from jg_sentiment.model import SentimentModel
+from jg_sentiment.model import (
+    FORMAT_VERSION,
+    META_FILE,
+    LexicalScorer,
+    SentimentModel,
+    StaleModelError,
+    read_meta,
+)
 from journeygate import artifacts
 
-# Floors a little under what this split measured (0.917 overall; amazon 0.94, imdb 0.915, yelp
-# 0.895; imdb after amazon+yelp 0.863): a regression, not noise, fails them.
+# Floors a little under what this split measured (0.918 overall; amazon 0.935, imdb 0.915, yelp
+# 0.905; imdb after amazon+yelp 0.886 served, 0.895 centred on itself): a regression, not
+# noise, fails them. The cross-domain floor is the target itself.
 HELD_OUT_FLOOR = 0.90
 PER_SOURCE_FLOOR = 0.87
-CROSS_DOMAIN_FLOOR = 0.84
+CROSS_DOMAIN_FLOOR = 0.87
 
 
 def probabilities(model: SentimentModel, data: Labelled, embeddings: np.ndarray) -> np.ndarray:
@@ -37,29 +46,42 @@ def test_held_out_accuracy_meets_the_floor_overall_and_per_source(
 
 
 @pytest.mark.slow
-def test_cross_domain_films_after_phones_and_restaurants(sentences, embeddings, direction):
-    """Train on amazon + yelp, test on imdb: the hardest of the three splits."""
+def test_cross_domain_films_after_phones_and_restaurants(sentences, embeddings, anchors):
+    """Train on amazon + yelp, test on imdb: the hardest of the three splits, scored as the
+    gateway scores (served centre) and with the films centred on their own mean."""
     sources = np.asarray(sentences.sources)
     train, test = np.flatnonzero(sources != "imdb"), np.flatnonzero(sources == "imdb")
     positive = np.asarray([label == "positive" for label in sentences.labels])
     texts = np.asarray(sentences.texts, dtype=object)
-    model = SentimentModel.fit(list(texts[train]), positive[train], embeddings[train], direction)
-    p = model.probabilities(list(texts[test]), embeddings[test])
-    assert ((p > 0.5) == positive[test]).mean() >= CROSS_DOMAIN_FLOOR
+    model = SentimentModel.fit(
+        list(texts[train]), positive[train], embeddings[train], anchors, list(sources[train])
+    )
+    means = [embeddings[train][sources[train] == s].mean(axis=0) for s in ("amazon", "yelp")]
+    np.testing.assert_allclose(model.centre, np.mean(means, axis=0), atol=1e-6)
+    served = model.probabilities(list(texts[test]), embeddings[test])
+    assert ((served > 0.5) == positive[test]).mean() >= CROSS_DOMAIN_FLOOR
+    own = model.probabilities(list(texts[test]), embeddings[test], embeddings[test].mean(axis=0))
+    assert ((own > 0.5) == positive[test]).mean() >= CROSS_DOMAIN_FLOOR
 
 
 def test_probabilities_are_calibrated_on_held_out_sentences(trained, held_out, embeddings, split):
-    """Confident answers are right about as often as they claim: per probability bin, the
-    share of positives is close to the mean predicted probability."""
+    """Confident answers are right about as often as they claim: the expected calibration
+    error is small, and in no probability bin does the share of positives differ from the
+    mean predicted probability by more than binomial noise (three standard errors)."""
     p = probabilities(trained, held_out, embeddings[split[1]])
     truth = np.asarray([label == "positive" for label in held_out.labels], dtype=float)
     brier = float(((p - truth) ** 2).mean())
     assert brier < 0.1
     bins = np.digitize(p, [0.1, 0.3, 0.7, 0.9])
+    expected_error = 0.0
     for b in np.unique(bins):
         members = bins == b
+        predicted, observed = p[members].mean(), truth[members].mean()
+        expected_error += members.mean() * abs(predicted - observed)
         if members.sum() >= 30:
-            assert abs(p[members].mean() - truth[members].mean()) < 0.12, b
+            standard_error = np.sqrt(predicted * (1 - predicted) / members.sum())
+            assert abs(predicted - observed) <= 3 * max(standard_error, 0.01), b
+    assert expected_error < 0.04
     assert (p > 0.9).mean() > 0.3  # and it is confident often, not always near 0.5
 
 
@@ -74,16 +96,39 @@ def test_saved_artifact_loads_back_identical(trained, held_out, embeddings, spli
     np.testing.assert_allclose(
         loaded.probabilities(texts, rows), trained.probabilities(texts, rows), atol=1e-9
     )
+    assert read_meta(path)["format"] == FORMAT_VERSION
+
+
+def test_a_model_of_an_older_format_asks_to_be_retrained(trained, tmp_path):
+    trained.save(tmp_path)
+    meta = read_meta(tmp_path)
+    (tmp_path / META_FILE).write_text(json.dumps({**meta, "format": 1}), encoding="utf-8")
+    with pytest.raises(
+        StaleModelError, match=r"format 1.*retrain with `journeygate train-sentiment`"
+    ):
+        SentimentModel.load(tmp_path)
+
+
+def test_the_lean_lexical_scorer_computes_what_the_pipeline_computes(trained, held_out):
+    texts = [*held_out.texts, "", "!!!", "zzqqxx", "GREAT great Great", "Naïve café — 10/10"]
+    np.testing.assert_allclose(
+        LexicalScorer(trained.lexical_model).decision_function(texts),
+        trained.lexical_model.decision_function(texts),
+        rtol=1e-9,
+        atol=1e-9,
+    )
 
 
 def test_report_table_names_every_split():
     report = Report(
         in_domain={"amazon": 0.91, "imdb": 0.9, "yelp": 0.92},
         cross_domain={"amazon": 0.88, "imdb": 0.86, "yelp": 0.9},
+        cross_domain_self_centred={"amazon": 0.89, "imdb": 0.87, "yelp": 0.91},
     )
     table = report.table().splitlines()
     assert len(table) == 4
-    assert "imdb" in table[2] and "0.860" in table[2] and "amazon+yelp" in table[2]
+    assert "served" in table[0] and "centred on itself" in table[0]
+    assert table[2].split() == ["imdb", "0.900", "0.860", "(amazon+yelp)", "0.870"]
 
 
 def test_labelled_files_accept_words_and_digits_and_name_a_bad_line(tmp_path: Path):

@@ -8,6 +8,7 @@ import random
 import pytest
 
 from jg_sentiment.scoring import FeedbackScorer, ScoringSettings, aggregate, split_sentences
+from jg_sentiment.settings import SentimentSettings
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +112,12 @@ async def test_concurrent_feedback_shares_forward_passes(trained):
         r.label for r in FeedbackScorer(trained).score_many(texts)
     ]
     assert scorer.batcher.stats.batches < len(texts)  # sentences of many feedbacks per pass
+
+
+def test_settings_take_strings_from_the_environment_and_name_a_bad_key():
+    settings = SentimentSettings.from_mapping({"torch_threads": "2", "max_wait_ms": "0"})
+    assert settings.torch_threads == 2 and settings.max_wait_ms == 0.0
+    assert SentimentSettings.from_mapping({}).torch_threads == 1
+    for bad in ({"torch_threads": 0}, {"torch_threads": 1.5}, {"torch_threads": "many"}):
+        with pytest.raises(ValueError, match=r"^plugin\.sentiment\.torch_threads: "):
+            SentimentSettings.from_mapping(bad)
