@@ -134,6 +134,7 @@ async def test_erasure_everywhere(client, visitor_id):
         "ids": [anonymous, user],
         "plugins": {},
         "webhooks": 0,
+        "dead_letters": 0,
     }
     await apply_pending(client)
     for visitor in (anonymous, user):

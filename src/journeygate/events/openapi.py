@@ -292,7 +292,15 @@ def event_schemas(config: AppConfig) -> dict[str, Any]:
         },
         "Erasure": {
             "type": "object",
-            "required": ["visitor_id", "profile_id", "erased", "ids", "plugins", "webhooks"],
+            "required": [
+                "visitor_id",
+                "profile_id",
+                "erased",
+                "ids",
+                "plugins",
+                "webhooks",
+                "dead_letters",
+            ],
             "properties": {
                 "visitor_id": {"type": "string"},
                 "profile_id": {"type": "string"},
@@ -314,6 +322,14 @@ def event_schemas(config: AppConfig) -> dict[str, Any]:
                     "type": "integer",
                     "minimum": 0,
                     "description": "Undelivered webhooks of these ids dropped.",
+                },
+                "dead_letters": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": (
+                        "Event dead letters that held events of these ids: deleted, or "
+                        "rewritten without them when they held other visitors' events too."
+                    ),
                 },
             },
         },

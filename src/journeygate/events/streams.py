@@ -38,9 +38,10 @@ minutes of traffic below the high-water mark, or ingestion pauses (503) meanwhil
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +95,36 @@ EVENT_FIELDS: Mapping[str, type | tuple[type, ...]] = {
     "t": (int, float),
     "r": (int, float),
 }
+
+
+# Dead letters read per round trip when an erasure looks for a visitor's (see
+# EventStreams.forget_dead_letters).
+DEAD_LETTER_PAGE = 500
+
+# The fields of an event that name a visitor: its visitor id, user id, anonymous id.
+VISITOR_FIELDS = ("v", "u", "a")
+
+
+def _events_of_others(payload: bytes, visitor_ids: Collection[str]) -> list[Any] | None:
+    """The events of a dead letter's payload that name none of ``visitor_ids``, or None
+    when none of its events names one. An unreadable payload (that mentions one of the
+    ids: the caller checked) gives an empty list: its events cannot be told apart, so it
+    goes whole."""
+    try:
+        events = orjson.loads(payload)
+    except ValueError:
+        return []
+    if not isinstance(events, list) or not all(isinstance(event, dict) for event in events):
+        return []
+    kept = [
+        event
+        for event in events
+        if not any(
+            isinstance(event.get(name), str) and event[name] in visitor_ids
+            for name in VISITOR_FIELDS
+        )
+    ]
+    return None if len(kept) == len(events) else kept
 
 
 class Backpressure(Exception):
@@ -440,6 +471,64 @@ class EventStreams:
             pipe.xdel(keys.DEAD_LETTER_STREAM, dead_letter_id)
         await self._execute(pipe)
         return [dead_letter_id for dead_letter_id, _ in found]
+
+    async def forget_dead_letters(self, visitor_ids: Collection[str]) -> int:
+        """Remove the events of ``visitor_ids`` (as visitor, user or anonymous id) from the
+        dead-letter stream, for an erasure; returns how many dead letters held any.
+
+        The stream is bounded by ``dead_letter_maxlen`` (10,000 by default), so it is read
+        whole, in pages of ``DEAD_LETTER_PAGE`` (one XRANGE round trip each): no index per
+        visitor to keep in step. Only payloads that hold one of the ids as a JSON string are
+        parsed, so a page costs the event loop little. A dead letter holding only these ids'
+        events (or an unreadable payload naming one) is deleted; one that also holds other
+        visitors' events is rewritten without them: a new entry with the same fields and the
+        rest of its events (the ids named in its error replaced by ``(erased)``), and XDEL of
+        the old, in one MULTI on the stream, so the others' events stay there to requeue
+        (under the new dead-letter id)."""
+        wanted = set(visitor_ids)
+        if not wanted:
+            return 0
+        needles = [orjson.dumps(visitor_id) for visitor_id in wanted]
+        # the ids where the error text names them, whole ("ID: reason" for a rejected
+        # visitor; an id may hold ":", so a colon ends one only when no id character follows)
+        named = re.compile(
+            rb"(?<![\w.:@+-])(?:%b)(?![\w.@+-]|:[\w.:@+-])"
+            % b"|".join(re.escape(visitor_id.encode()) for visitor_id in wanted)
+        )
+        removed, start = 0, "-"
+        while True:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xrange(keys.DEAD_LETTER_STREAM, start, "+", count=DEAD_LETTER_PAGE)
+            (page,) = await self._execute(pipe)
+            deleted: list[bytes] = []
+            for entry_id, fields in page:
+                payload = fields.get(b"e", b"")
+                if not any(needle in payload for needle in needles):
+                    continue
+                kept = _events_of_others(payload, wanted)
+                if kept is None:
+                    continue
+                removed += 1
+                if not kept:
+                    deleted.append(entry_id)
+                    continue
+                rewrite = self.client.pipeline(transaction=True)
+                error = named.sub(b"(erased)", fields.get(b"error", b""))
+                rewrite.xadd(
+                    keys.DEAD_LETTER_STREAM,
+                    {**fields, b"error": error, b"e": orjson.dumps(kept)},
+                    maxlen=self.config.dead_letter_maxlen,
+                    approximate=True,
+                )
+                rewrite.xdel(keys.DEAD_LETTER_STREAM, entry_id)
+                await self._execute(rewrite)
+            if deleted:
+                pipe = self.client.pipeline(transaction=False)
+                pipe.xdel(keys.DEAD_LETTER_STREAM, *deleted)
+                await self._execute(pipe)
+            if len(page) < DEAD_LETTER_PAGE:
+                return removed
+            start = "(" + page[-1][0].decode()
 
     async def ping(self) -> bool:
         try:

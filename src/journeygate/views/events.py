@@ -206,11 +206,12 @@ async def get_profile(request: web.Request) -> web.Response:
 @requires_api_key
 async def delete_profile(request: web.Request) -> web.Response:
     """Erase the visitor everywhere: first what plugins keep outside the profile (timers,
-    logs) and the webhooks not delivered yet (with their dead letters), then its profile (the
-    merged one when it was merged), the ids merged into it, sessions, histories and dedupe
-    keys. Events received before now that are still queued are dropped when the worker
-    reaches them. A plugin that fails leaves the profile in place and the answer is 503, so
-    a retry finds every merged id again."""
+    logs), the webhooks not delivered yet (with their dead letters) and its events in the
+    event dead letters, then its profile (the merged one when it was merged), the ids merged
+    into it, sessions, histories and dedupe keys. Events received before now that are still
+    queued are dropped when the worker reaches them (the erasure marker). A plugin that
+    fails leaves the profile in place and the answer is 503, so a retry finds every merged id
+    again."""
     visitor_id = _visitor_id(request)
     store = request.app[appkeys.STORE]
     webhooks = request.app.get(appkeys.WEBHOOKS)
@@ -227,6 +228,8 @@ async def delete_profile(request: web.Request) -> web.Response:
         ) from None
     try:
         dropped = await webhooks.forget_visitor(ids) if webhooks is not None else 0
+        streams = request.app[appkeys.INGESTOR].streams
+        dead_letters = await streams.forget_dead_letters(ids) if streams is not None else 0
         erased = await store.delete_visitor(profile_id)
         if profile_id != visitor_id:
             erased = await store.delete_visitor(visitor_id) or erased
@@ -235,9 +238,12 @@ async def delete_profile(request: web.Request) -> web.Response:
     body = {
         "visitor_id": visitor_id,
         "profile_id": profile_id,
-        "erased": erased or bool(dropped) or any(any(c.values()) for c in plugins.values()),
+        "erased": erased
+        or bool(dropped or dead_letters)
+        or any(any(c.values()) for c in plugins.values()),
         "ids": ids,
         "plugins": plugins,
         "webhooks": dropped,
+        "dead_letters": dead_letters,
     }
     return web.json_response(body)
