@@ -159,3 +159,36 @@ async def test_erasure_reads_every_page_of_the_dead_letters(gateway, url, visito
     left = [fields[b"id"] for _, fields in client.xrange(keys.DEAD_LETTER_STREAM)]
     assert left == [f"1-{index}".encode() for index in range(total) if index not in theirs]
     client.close()
+
+
+async def test_events_queued_before_an_erasure_do_not_bring_the_visitor_back(
+    gateway, url, visitor_id
+):
+    """Received before the DELETE, applied by the worker after it: the erasure marker drops
+    them, an identify included, so no key of either id holds anything but the marker."""
+    anonymous, user = visitor_id, f"{visitor_id}-customer"
+    gw = await gateway(**settings(url))
+    await ingest(gw, event("page_view", anonymous, path="/"), event("page_view", user, path="/"))
+    await apply_pending(gw)
+    await ingest(
+        gw,
+        event("Product Viewed", anonymous, product_id="P1", category="Garden"),
+        {**event("identify", anonymous), "user_id": user, "message_id": f"{user}-identify"},
+        {**event("order", user, order_id="o-1", revenue=9.5), "user_id": user},
+    )
+    client = redis.Redis.from_url(url)
+    assert client.xlen(keys.event_stream(0)) > 0  # queued, not applied yet
+    for visitor in (anonymous, user):
+        response = await gw.delete(f"/v1/profiles/{visitor}", headers=ADMIN)
+        assert (await response.json())["erased"] is True
+    assert await apply_pending(gw) == 0
+
+    for visitor in (anonymous, user):
+        assert (await gw.get(f"/v1/profiles/{visitor}", headers=ADMIN)).status == 404
+        left = sorted(client.scan_iter(match=f"jg:{{{visitor}}}:*"))
+        assert left == [keys.visitor_key(visitor, "erased").encode()]
+    # a visit after the erasure is a new profile again
+    await ingest(gw, event("page_view", user, path="/new"))
+    await apply_pending(gw)
+    assert (await gw.get(f"/v1/profiles/{user}", headers=ADMIN)).status == 200
+    client.close()

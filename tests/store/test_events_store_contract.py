@@ -200,7 +200,7 @@ async def test_merge_is_three_idempotent_steps(store, visitor_id):
         ev("consent", anonymous, -45, consents={"sms": True}),
     )
     await apply(store, user, ev("order", user, -1000, user=user, revenue=50, order_id="O0"))
-    start = await store.begin_merge(anonymous, user)
+    start = await store.begin_merge(anonymous, user, time.time())
     assert start.merged_into is None and len(start.events) == 3
     # from now on the anonymous visitor's events go to the customer
     late = await apply(store, anonymous, ev("search", anonymous, -40, query="cups"))
@@ -209,15 +209,15 @@ async def test_merge_is_three_idempotent_steps(store, visitor_id):
     replay = [dict(e, u=user) for e in start.events]
     assert (await apply(store, user, *replay)).flags == (True, True, True)
     # a crash and a retry: the claim answers the same, the replay counts nothing twice
-    again = await store.begin_merge(anonymous, user)
+    again = await store.begin_merge(anonymous, user, time.time())
     assert [e["id"] for e in again.events] == [e["id"] for e in start.events]
     assert (await apply(store, user, *[dict(e, u=user) for e in again.events])).flags == (
         False,
         False,
         False,
     )
-    await store.finish_merge(anonymous, user)
-    await store.finish_merge(anonymous, user)
+    await store.finish_merge(anonymous, user, time.time())
+    await store.finish_merge(anonymous, user, time.time())
     assert await store.load_events_profile(anonymous) is None
     result = await profile(store, user)
     assert result["merged_ids"] == [anonymous]
@@ -225,7 +225,7 @@ async def test_merge_is_three_idempotent_steps(store, visitor_id):
     assert result["cart"]["items"] == [{"product_id": "P1", "quantity": 1, "price": 3.0}]
     assert result["consents"]["marketing_sms"]["granted"] is True
     # the anonymous id belongs to this customer now: another one cannot take it
-    other = await store.begin_merge(anonymous, f"{visitor_id}-other")
+    other = await store.begin_merge(anonymous, f"{visitor_id}-other", time.time())
     assert other.merged_into == user and other.events == []
 
 
@@ -233,7 +233,7 @@ async def test_only_anonymous_events_are_logged_and_capped(store, visitor_id):
     for index in range(7):
         await apply(store, visitor_id, ev("page_view", visitor_id, -100 + index))
     await apply(store, visitor_id, ev("page_view", visitor_id, -50, user=visitor_id))
-    start = await store.begin_merge(visitor_id, f"{visitor_id}-user")
+    start = await store.begin_merge(visitor_id, f"{visitor_id}-user", time.time())
     assert [e["t"] for e in start.events] == sorted(e["t"] for e in start.events)
     assert len(start.events) == 5  # anonymous_log_max
 
@@ -242,8 +242,8 @@ async def test_erasure_reaches_merged_ids_and_drops_older_events(store, visitor_
     anonymous, user = f"{visitor_id}-anon", f"{visitor_id}-user"
     await apply(store, anonymous, ev("page_view", anonymous, -60))
     queued = ev("order", user, -30, user=user, revenue=9)  # received, not yet applied
-    await store.begin_merge(anonymous, user)
-    await store.finish_merge(anonymous, user)
+    await store.begin_merge(anonymous, user, time.time())
+    await store.finish_merge(anonymous, user, time.time())
     await apply(store, user, ev("page_view", user, -20, user=user))
     await store.load_visitor(user, "s1", page_view="P1")
     await store.update_profile(user, {"segment": "vip"})
@@ -261,12 +261,43 @@ async def test_erasure_reaches_merged_ids_and_drops_older_events(store, visitor_
     assert await store.delete_visitor(f"{visitor_id}-never") is False
 
 
+async def test_an_identify_received_before_an_erasure_links_nothing(store, visitor_id):
+    """The worker reaches an identify after one of its ids was erased: the anonymous id is
+    not claimed (erased itself), or is erased with the customer (erased after the identify
+    was received), never linked to it again."""
+    anonymous, user = f"{visitor_id}-anon", f"{visitor_id}-user"
+    received = time.time()
+    await apply(store, anonymous, ev("page_view", anonymous, -60))
+    await apply(store, user, ev("page_view", user, -50, user=user))
+    await store.delete_visitor(anonymous)
+    start = await store.begin_merge(anonymous, user, received)
+    assert start.erased and start.events == [] and start.merged_into is None
+    assert await store.resolve_visitor(anonymous) == anonymous
+
+    later, other = f"{visitor_id}-anon2", f"{visitor_id}-anon3"
+    await apply(store, later, ev("page_view", later, -40))
+    await apply(store, other, ev("page_view", other, -40))
+    received = time.time()
+    await store.delete_visitor(user)
+    start = await store.begin_merge(later, user, received)
+    assert not start.erased and len(start.events) == 1
+    await store.finish_merge(later, user, received)
+    assert await store.merged_ids(user) == []
+    assert await store.resolve_visitor(later) == later
+    assert await store.load_events_profile(later) is None
+    assert await store.load_events_profile(user) is None
+    # an identify received after the erasure links as usual
+    await store.begin_merge(other, user, time.time())
+    await store.finish_merge(other, user, time.time())
+    assert await store.merged_ids(user) == [other]
+
+
 async def test_merged_ids_follow_merges_of_merged_ids(store, visitor_id):
     first, second, user = f"{visitor_id}-a1", f"{visitor_id}-a2", f"{visitor_id}-user"
     for anonymous, into in ((first, second), (second, user)):
         await apply(store, anonymous, ev("page_view", anonymous, -60))
-        await store.begin_merge(anonymous, into)
-        await store.finish_merge(anonymous, into)
+        await store.begin_merge(anonymous, into, time.time())
+        await store.finish_merge(anonymous, into, time.time())
     assert await store.merged_ids(user) == [second, first]
     assert await store.merged_ids(second) == [first]
     assert await store.merged_ids(first) == []
@@ -290,11 +321,11 @@ async def test_every_redis_key_has_a_ttl(redis_url, visitor_id):
             )
         ]
     )
-    start = await store.begin_merge(anonymous, visitor_id)
+    start = await store.begin_merge(anonymous, visitor_id, time.time())
     replay = [dict(e, u=visitor_id) for e in start.events]
     await store.apply_events([(visitor_id, replay)])
     await store.apply_events([(anonymous, [ev("page_view", anonymous, -29)])])  # before finish
-    await store.finish_merge(anonymous, visitor_id)
+    await store.finish_merge(anonymous, visitor_id, time.time())
     await store.apply_events([(visitor_id, [ev("page_view", visitor_id, -5, user=visitor_id)])])
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     found = client.keys(f"jg:{{{visitor_id}}}:*") + client.keys(f"jg:{{{anonymous}}}:*")

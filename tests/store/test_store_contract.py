@@ -101,7 +101,7 @@ async def test_ping(store):
 async def test_a_merged_visitor_is_answered_from_the_customer_profile(store, visitor_id):
     customer = f"{visitor_id}-customer"
     await store.update_profile(customer, {"segment": "wholesale"})
-    await store.begin_merge(visitor_id, customer)
+    await store.begin_merge(visitor_id, customer, time.time())
     state = await store.load_visitor(visitor_id, "s1", page_view="P1")
     assert state.profile_id == customer
     assert state.profile == {"segment": "wholesale"}

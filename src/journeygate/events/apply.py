@@ -64,7 +64,7 @@ class Applier:
         for event in events:
             anonymous, user = event.get("a"), event.get("u")
             if event["k"] in MERGE_KINDS and anonymous and user and anonymous != user:
-                await self.merge(anonymous, user)
+                await self.merge(anonymous, user, event["r"])
         groups: dict[str, list[Mapping[str, Any]]] = {}
         for event in events:
             groups.setdefault(event["v"], []).append(event)
@@ -143,12 +143,16 @@ class Applier:
         assert self.pm is not None
         return list(reversed(getattr(self.pm.hook, hook).get_hookimpls()))
 
-    async def merge(self, anonymous_id: str, user_id: str) -> None:
+    async def merge(self, anonymous_id: str, user_id: str, received: float) -> None:
         """Merge an anonymous visitor into a customer: claim it, replay its logged events
         into the customer (already-applied message ids are skipped, so a retry after a crash
         counts nothing twice), then drop the anonymous copy. Each step touches one visitor's
-        keys only (one Redis Cluster slot) and is idempotent."""
-        start = await self.store.begin_merge(anonymous_id, user_id)
+        keys only (one Redis Cluster slot) and is idempotent. An identify ``received``
+        before either id was erased merges nothing (see the store's ``begin_merge``)."""
+        start = await self.store.begin_merge(anonymous_id, user_id, received)
+        if start.erased:
+            log.info("%s was erased after this identify; not merging it", anonymous_id)
+            return
         if start.merged_into is not None:
             log.info(
                 "%s is already merged into %s; not merging it into %s",
@@ -162,7 +166,7 @@ class Applier:
                 (dict(event, u=user_id) for event in start.events), key=_time
             )
             await self._apply([(user_id, replay)])
-        await self.store.finish_merge(anonymous_id, user_id)
+        await self.store.finish_merge(anonymous_id, user_id, received)
 
     async def observe(self, events: Sequence[Event]) -> None:
         """Call every ``journeygate_observe_event`` implementation for each event, under its

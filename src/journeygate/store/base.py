@@ -43,10 +43,12 @@ class Applied:
 @dataclass(frozen=True, slots=True)
 class MergeStart:
     """Claiming an anonymous visitor for a merge: its logged events to replay into the
-    customer, or the other customer it was already merged into (then nothing is replayed)."""
+    customer, or the other customer it was already merged into, or ``erased`` when it was
+    erased after the identify was received (in both cases nothing is merged)."""
 
     events: list[dict[str, Any]] = field(default_factory=list)
     merged_into: str | None = None
+    erased: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,15 +139,19 @@ class ProfileStore(Protocol):
         """The id whose profile holds ``visitor_id``'s history (itself unless merged)."""
         ...
 
-    async def begin_merge(self, anonymous_id: str, user_id: str) -> MergeStart:
+    async def begin_merge(self, anonymous_id: str, user_id: str, received: float) -> MergeStart:
         """First step of merging an anonymous visitor into a customer, on the anonymous
         visitor's keys only: mark it merged (its later events are redirected) and return its
-        logged events for replay into ``user_id``. Idempotent."""
+        logged events for replay into ``user_id``. Idempotent. ``received``: when the
+        identify was received; an anonymous visitor erased since then is left alone (the
+        erasure marker, like its events), so a queued identify links nothing again."""
         ...
 
-    async def finish_merge(self, anonymous_id: str, user_id: str) -> None:
+    async def finish_merge(self, anonymous_id: str, user_id: str, received: float) -> None:
         """Last step, after the replay: record the alias on the customer, then drop what the
-        worker had built for the anonymous visitor. Idempotent."""
+        worker had built for the anonymous visitor. Idempotent. When the customer was erased
+        after ``received`` (the identify was queued meanwhile), the anonymous id, which the
+        identify says is that customer's, is erased instead of linked."""
         ...
 
     async def load_events_profile(self, visitor_id: str) -> RawVisitor | None:

@@ -393,7 +393,9 @@ class MemoryProfileStore:
             visitor_id = visitor.alias
         return visitor_id
 
-    async def begin_merge(self, anonymous_id: str, user_id: str) -> MergeStart:
+    async def begin_merge(self, anonymous_id: str, user_id: str, received: float) -> MergeStart:
+        if self._erased_at(anonymous_id) >= received:
+            return MergeStart(erased=True)
         visitor = self._visitor(anonymous_id, create=True)
         assert visitor is not None
         if visitor.alias and visitor.alias != user_id:
@@ -401,7 +403,10 @@ class MemoryProfileStore:
         visitor.alias = user_id
         return MergeStart(events=[copy.deepcopy(event) for event in reversed(visitor.log)])
 
-    async def finish_merge(self, anonymous_id: str, user_id: str) -> None:
+    async def finish_merge(self, anonymous_id: str, user_id: str, received: float) -> None:
+        if self._erased_at(user_id) >= received:
+            await self.delete_visitor(anonymous_id)
+            return
         user = self._visitor(user_id, create=True)
         assert user is not None
         user.aliases.add(anonymous_id)

@@ -34,6 +34,7 @@ from journeygate.store.scripts import (
     BEGIN_MERGE_SCRIPT,
     ERASE_SCRIPT,
     EVENTS_SCRIPT,
+    LINK_MERGE_SCRIPT,
     LOAD_VISITOR_SCRIPT,
     STAGE_SCRIPT,
 )
@@ -317,21 +318,27 @@ class RedisProfileStore:
             visitor_id = target
         return visitor_id
 
-    async def begin_merge(self, anonymous_id: str, user_id: str) -> MergeStart:
+    async def begin_merge(self, anonymous_id: str, user_id: str, received: float) -> MergeStart:
         status, value = await self._eval(
             BEGIN_MERGE_SCRIPT,
-            keys.visitor_keys(anonymous_id, ("alias", "log")),
-            (user_id, self.config.profile_ttl_s),
+            keys.visitor_keys(anonymous_id, ("alias", "log", "erased")),
+            (user_id, self.config.profile_ttl_s, received),
         )
+        if status == "erased":
+            return MergeStart(erased=True)
         if status == "conflict":
             return MergeStart(merged_into=value)
         return MergeStart(events=[orjson.loads(raw) for raw in reversed(value)])
 
-    async def finish_merge(self, anonymous_id: str, user_id: str) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.sadd(keys.visitor_key(user_id, "aliases"), anonymous_id)
-        pipe.expire(keys.visitor_key(user_id, "aliases"), self.config.profile_ttl_s)
-        await self._execute(pipe)
+    async def finish_merge(self, anonymous_id: str, user_id: str, received: float) -> None:
+        linked = await self._eval(
+            LINK_MERGE_SCRIPT,
+            keys.visitor_keys(user_id, ("aliases", "erased")),
+            (anonymous_id, self.config.profile_ttl_s, received),
+        )
+        if not int(linked):
+            await self.delete_visitor(anonymous_id)
+            return
         await self._eval(ERASE_SCRIPT, self._erase_keys(anonymous_id), ("merged",))
 
     async def load_events_profile(self, visitor_id: str) -> RawVisitor | None:

@@ -12,9 +12,14 @@ LOAD_VISITOR_SCRIPT = Path(__file__).with_name("load_visitor.lua").read_text(enc
 EVENTS_SCRIPT = Path(__file__).with_name("events.lua").read_text(encoding="utf-8")
 
 # Claim an anonymous visitor for a merge into ARGV[1]: set its alias (from now on its events
-# are redirected) and return its event log, or the id it was already merged into.
-# KEYS: alias, log (of the anonymous visitor). ARGV: customer id, TTL of the alias.
+# are redirected) and return its event log, or the id it was already merged into, or
+# "erased" when it was erased at or after the identify's receipt.
+# KEYS: alias, log, erased (of the anonymous visitor). ARGV: customer id, TTL of the alias,
+# when the identify was received.
 BEGIN_MERGE_SCRIPT = """
+if tonumber(redis.call('GET', KEYS[3]) or '-1') >= tonumber(ARGV[3]) then
+  return {'erased', ''}
+end
 local current = redis.call('GET', KEYS[1])
 if current and current ~= ARGV[1] then
   return {'conflict', current}
@@ -23,6 +28,18 @@ if not current then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 end
 return {'merge', redis.call('LRANGE', KEYS[2], 0, -1)}
+"""
+
+# Record an anonymous visitor merged into the customer, unless the customer was erased at or
+# after the identify's receipt. KEYS: aliases, erased (of the customer). ARGV: anonymous id,
+# TTL of the aliases, when the identify was received. Returns 1 when recorded, else 0.
+LINK_MERGE_SCRIPT = """
+if tonumber(redis.call('GET', KEYS[2]) or '-1') >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
 """
 
 # Delete one visitor's data. ARGV[1] = "erase": everything, then leave a tombstone (ARGV[2]:
