@@ -66,3 +66,24 @@ def event(name: str, visitor: str, at: float | None = None, **properties: Any) -
     body: dict[str, Any] = {"event": name, "visitor_id": visitor, "properties": properties}
     body["timestamp"] = time.time() if at is None else at
     return body
+
+
+def dead_letter_settings(url):
+    """One stream shard, two deliveries, quick reclaims: poison entries reach the dead
+    letters within a second."""
+    return overrides(
+        "redis",
+        url,
+        stream_shards=1,
+        max_deliveries=2,
+        claim_idle_ms=100,
+        claim_interval_ms=50,
+        trim_interval_ms=50,
+    )
+
+
+def internal(message_id, visitor, **fields):
+    """An event as the gateway stores it (journeygate.events.schema), possibly malformed."""
+    now = round(time.time(), 3)
+    body = {"id": message_id, "n": "Product Added", "k": "cart_add", "t": now, "r": now}
+    return body | {"c": "web", "v": visitor, "x": {"pid": "P1", "qty": 1}, "p": {}} | fields

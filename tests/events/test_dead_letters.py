@@ -5,12 +5,11 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 
 import orjson
 import pytest
 import redis
-from eventkit import basic, event, fresh_redis_url, overrides
+from eventkit import basic, dead_letter_settings, event, fresh_redis_url, internal
 
 from journeygate import hookimpl
 from journeygate.config import PROJECT_ROOT
@@ -35,29 +34,10 @@ class Recorder:
         self.message_ids.append(event.message_id)
 
 
-def settings(url):
-    return overrides(
-        "redis",
-        url,
-        stream_shards=1,
-        max_deliveries=2,
-        claim_idle_ms=100,
-        claim_interval_ms=50,
-        trim_interval_ms=50,
-    )
-
-
-def internal(message_id, visitor, **fields):
-    """An event as the gateway stores it (journeygate.events.schema), possibly malformed."""
-    now = round(time.time(), 3)
-    body = {"id": message_id, "n": "Product Added", "k": "cart_add", "t": now, "r": now}
-    return body | {"c": "web", "v": visitor, "x": {"pid": "P1", "qty": 1}, "p": {}} | fields
-
-
 async def test_a_poison_entry_is_dead_lettered_and_the_entries_around_it_are_applied(
     gateway, make_config, url, visitor_id
 ):
-    gw = await gateway(**settings(url))
+    gw = await gateway(**dead_letter_settings(url))
     client = redis.Redis.from_url(url)
     stream = keys.event_stream(0)
 
@@ -74,7 +54,7 @@ async def test_a_poison_entry_is_dead_lettered_and_the_entries_around_it_are_app
     unreadable_id = client.xadd(stream, {"e": b"{not json"})
     assert (await post("good-3")).status == 200
 
-    config = make_config(**settings(url))
+    config = make_config(**dead_letter_settings(url))
     recorder = Recorder()
     pm = build_plugin_manager(config, load_entrypoints=False, extra_plugins=(("rec", recorder),))
     stop = asyncio.Event()
@@ -138,7 +118,7 @@ async def test_events_applied_beside_a_rejected_visitor_are_counted_once(make_co
     """One batch: a good event of one visitor, a rejected one of another. The batch call
     applies the good one before failing; the entry-by-entry retry finds it applied already,
     and the worker still counts it, once."""
-    config = make_config(**settings(url))
+    config = make_config(**dead_letter_settings(url))
     client = redis.Redis.from_url(url)
     stream = keys.event_stream(0)
     client.xadd(stream, {"e": orjson.dumps([internal("ok-1", "counted-visitor")])})

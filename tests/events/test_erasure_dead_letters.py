@@ -3,13 +3,20 @@ visitor's events from the dead letters (rewriting those shared with other visito
 events of the visitor still queued when it is erased do not bring anything back."""
 
 import asyncio
-import time
 
 import jsonschema
 import orjson
 import pytest
 import redis
-from eventkit import ADMIN, apply_pending, basic, event, fresh_redis_url, overrides
+from eventkit import (
+    ADMIN,
+    apply_pending,
+    basic,
+    dead_letter_settings,
+    event,
+    fresh_redis_url,
+    internal,
+)
 
 from journeygate.events.worker import serve
 from journeygate.registry import build_plugin_manager
@@ -21,25 +28,6 @@ PROFILE_PATH = "/v1/profiles/{visitor_id}"
 @pytest.fixture
 def url(redis_url):
     return fresh_redis_url(redis_url)
-
-
-def settings(url):
-    return overrides(
-        "redis",
-        url,
-        stream_shards=1,
-        max_deliveries=2,
-        claim_idle_ms=100,
-        claim_interval_ms=50,
-        trim_interval_ms=50,
-    )
-
-
-def internal(message_id, visitor, **fields):
-    """An event as the gateway stores it (journeygate.events.schema)."""
-    now = round(time.time(), 3)
-    body = {"id": message_id, "n": "Product Added", "k": "cart_add", "t": now, "r": now}
-    return body | {"c": "web", "v": visitor, "x": {"pid": "P1", "qty": 1}, "p": {}} | fields
 
 
 def poison(message_id, visitor, **fields):
@@ -61,7 +49,7 @@ def validator(document, status=200):
 
 async def dead_letter_all(make_config, url, client, count):
     """Run a worker in this process until ``count`` entries are dead letters."""
-    config = make_config(**settings(url))
+    config = make_config(**dead_letter_settings(url))
     pm = build_plugin_manager(config, load_entrypoints=False)
     stop = asyncio.Event()
     running = asyncio.create_task(serve(config, pm, consumer="w-erase", stop=stop))
@@ -81,7 +69,7 @@ async def test_erasure_removes_the_visitors_events_from_the_dead_letters(
 ):
     anonymous, user = visitor_id, f"{visitor_id}-customer"
     other, third = f"o{visitor_id}", f"x{visitor_id}"  # names that contain the erased id
-    gw = await gateway(**settings(url))
+    gw = await gateway(**dead_letter_settings(url))
     await ingest(gw, event("page_view", anonymous, path="/"))
     await ingest(gw, {**event("identify", anonymous), "user_id": user})
     await apply_pending(gw)
@@ -142,7 +130,7 @@ async def test_erasure_removes_the_visitors_events_from_the_dead_letters(
 async def test_erasure_reads_every_page_of_the_dead_letters(gateway, url, visitor_id):
     """More dead letters than one page (DEAD_LETTER_PAGE = 500): the visitor's, on both
     sides of each page boundary and at the very end, all go; the others all stay."""
-    gw = await gateway(**settings(url))
+    gw = await gateway(**dead_letter_settings(url))
     client = redis.Redis.from_url(url)
     total, theirs = 1201, {0, 499, 500, 999, 1000, 1200}
     pipe = client.pipeline(transaction=False)
@@ -167,7 +155,7 @@ async def test_events_queued_before_an_erasure_do_not_bring_the_visitor_back(
     """Received before the DELETE, applied by the worker after it: the erasure marker drops
     them, an identify included, so no key of either id holds anything but the marker."""
     anonymous, user = visitor_id, f"{visitor_id}-customer"
-    gw = await gateway(**settings(url))
+    gw = await gateway(**dead_letter_settings(url))
     await ingest(gw, event("page_view", anonymous, path="/"), event("page_view", user, path="/"))
     await apply_pending(gw)
     await ingest(
