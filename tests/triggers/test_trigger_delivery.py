@@ -57,6 +57,12 @@ async def test_a_fired_trigger_makes_trigger_offers_eligible(stack, receiver, tm
     await receiver.wait_for(1)
     (request,) = receiver.requests
     assert verify_signature(SECRET, request.headers["Journeygate-Signature"], request.body)
+
+    async def recorded() -> bool:  # the webhook is queued before the profile field is written
+        profile = await (await client.get("/v1/profiles/hesitant", headers=ADMIN)).json()
+        return "triggers" in profile.get("attributes", {})
+
+    await settle(recorded)
     response = await client.post("/v1/decide", json=decide("hesitant"))
     block = (await response.json())["blocks"][0]
     assert block["offer"]["id"] == "cart-rescue"
