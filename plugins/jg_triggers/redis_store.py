@@ -6,15 +6,13 @@ holds at most ``max_timers_per_shard`` timers and every timer leaves it when it 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
 
 from jg_triggers import scripts
 from jg_triggers.store import (
@@ -27,7 +25,8 @@ from jg_triggers.store import (
     VisitorState,
     shard_of,
 )
-from journeygate.store import StoreUnavailable, keys
+from journeygate.store import keys
+from journeygate.store.scripting import ScriptedPipelines
 
 SCRIPTS = (
     scripts.SAVE_STATE,
@@ -52,42 +51,17 @@ class RedisTriggerStore:
         self.shards = shards
         self.max_timers_per_shard = max_timers_per_shard
         self.timeout_s = timeout_s
-        self.client: aioredis.Redis = aioredis.Redis.from_url(
+        client = aioredis.Redis.from_url(
             url,
             decode_responses=True,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
         )
-        self._shas: dict[str, str] = {}
-
-    async def _load_scripts(self) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for script in SCRIPTS:
-            pipe.script_load(script)
-        self._shas = dict(zip(SCRIPTS, await pipe.execute(), strict=True))
-
-    async def _run(self, build: Callable[[Any], None]) -> list[Any]:
-        """One round trip: the commands ``build`` adds to a pipeline. Scripts go by EVALSHA,
-        loaded once, and again when Redis lost them; then the pipeline runs again, which only
-        repeats idempotent commands (no script ran)."""
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                for attempt in range(2):
-                    if not self._shas or attempt:
-                        await self._load_scripts()
-                    pipe = self.client.pipeline(transaction=False)
-                    build(pipe)
-                    try:
-                        replies: list[Any] = await pipe.execute()
-                        return replies
-                    except NoScriptError:
-                        continue
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from exc
-        raise StoreUnavailable("redis: the trigger scripts could not be loaded")
+        self.pipelines = ScriptedPipelines(client, SCRIPTS, timeout_s)
+        self._run = self.pipelines.run
 
     def _eval(self, pipe: Any, script: str, keys: Sequence[str], args: Sequence[Any]) -> None:
-        pipe.evalsha(self._shas[script], len(keys), *keys, *args)
+        pipe.evalsha(self.pipelines.sha(script), len(keys), *keys, *args)
 
     def _shard_keys(self, shard: int) -> list[str]:
         return [keys.trigger_due(shard), keys.trigger_timers(shard)]
@@ -269,4 +243,4 @@ class RedisTriggerStore:
         return {"timers": timers, "log_entries": log_entries, "visitors": states}
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.pipelines.client.aclose()

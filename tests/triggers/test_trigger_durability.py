@@ -137,8 +137,8 @@ async def test_a_batch_the_trigger_store_refused_comes_back_and_fires_once(
     plugin = deployment.plugins["worker-0"]
     await settle(lambda: _started(plugin))
     assert isinstance(plugin.store, RedisTriggerStore)
-    healthy, plugin.store.client = (
-        plugin.store.client,
+    healthy, plugin.store.pipelines.client = (
+        plugin.store.pipelines.client,
         aioredis.Redis.from_url(UNREACHABLE.replace("http", "redis").replace("/crm", "/0")),
     )
     try:
@@ -153,7 +153,7 @@ async def test_a_batch_the_trigger_store_refused_comes_back_and_fires_once(
 
         await settle(refused)
     finally:
-        down, plugin.store.client = plugin.store.client, healthy
+        down, plugin.store.pipelines.client = plugin.store.pipelines.client, healthy
         await down.aclose()
     assert trigger_state(url, "unlucky") == {}  # nothing of it reached the trigger store
     assert "failed (delivery 1 of 3): not observed: triggers:" in caplog.text

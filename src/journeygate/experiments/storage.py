@@ -17,20 +17,18 @@ one pipelined round trip.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import weakref
 from collections import OrderedDict, defaultdict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
-from redis.exceptions import NoScriptError, RedisError
-
 from journeygate.config import ExperimentsConfig
-from journeygate.store import ProfileStore, StoreUnavailable, keys
+from journeygate.store import ProfileStore, keys
+from journeygate.store.scripting import ScriptedPipelines
 
 SCRIPT = Path(__file__).with_name("experiments.lua").read_text(encoding="utf-8")
 TIMEOUT_S = 2.0
@@ -169,30 +167,8 @@ class RedisExperimentStore:
     def __init__(self, client: Any, settings: ExperimentsConfig) -> None:
         self.client = client
         self.settings = settings
-        self._sha: str | None = None
-
-    async def _run(self, build: Callable[[Any], None], scripted: bool = False) -> list[Any]:
-        """One pipelined round trip; the script is loaded again when Redis lost it."""
-        for attempt in range(2):
-            if scripted and (self._sha is None or attempt > 0):
-                self._sha = await self._guard(self.client.script_load(SCRIPT))
-            pipe = self.client.pipeline(transaction=False)
-            build(pipe)
-            results: list[Any] = await self._guard(pipe.execute(raise_on_error=False))
-            if any(isinstance(result, NoScriptError) for result in results):
-                continue  # every call of the pipeline failed alike: running it again is safe
-            for result in results:
-                if isinstance(result, Exception):
-                    raise StoreUnavailable(f"redis: {result.__class__.__name__}: {result}")
-            return results
-        raise StoreUnavailable("redis: the experiments script could not be loaded")
-
-    async def _guard(self, awaitable: Any) -> Any:
-        try:
-            async with asyncio.timeout(TIMEOUT_S):
-                return await awaitable
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from exc
+        self.pipelines = ScriptedPipelines(client, (SCRIPT,), TIMEOUT_S)
+        self._run = self.pipelines.run
 
     def _visitor_keys(self, visitor_id: str) -> tuple[str, str]:
         return keys.experiment_visitor(visitor_id), keys.experiment_visitor_recent(visitor_id)
@@ -220,7 +196,7 @@ class RedisExperimentStore:
         def expose(pipe: Any) -> None:
             for e in exposures:
                 pipe.evalsha(
-                    self._sha,
+                    self.pipelines.sha(SCRIPT),
                     2,
                     *self._visitor_keys(e.visitor_id),
                     "expose",
@@ -263,7 +239,7 @@ class RedisExperimentStore:
                 visitor_keys = self._visitor_keys(o.visitor_id)
                 if o.kind == "click":
                     pipe.evalsha(
-                        self._sha,
+                        self.pipelines.sha(SCRIPT),
                         2,
                         *visitor_keys,
                         "click",
@@ -273,7 +249,7 @@ class RedisExperimentStore:
                     )
                 else:
                     pipe.evalsha(
-                        self._sha,
+                        self.pipelines.sha(SCRIPT),
                         2,
                         *visitor_keys,
                         "order",

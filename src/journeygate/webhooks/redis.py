@@ -27,14 +27,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from journeygate.config import WebhooksConfig
 from journeygate.store import StoreUnavailable, keys
+from journeygate.store.scripting import ScriptedPipelines
 from journeygate.webhooks.model import (
     AttemptResult,
     Claim,
@@ -236,36 +237,10 @@ class RedisOutbox:
     def __init__(self, client: Any, config: WebhooksConfig) -> None:
         self.client = client
         self.config = config
-        self._shas: dict[str, str] = {}
         self._index_ttl = index_ttl_s(config)
-
-    async def _guard(self, awaitable: Any) -> Any:
-        try:
-            async with asyncio.timeout(TIMEOUT_S):
-                return await awaitable
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise _unavailable(exc) from exc
-
-    async def _scripts(self, calls: Callable[[Any, Callable[[str], str]], None]) -> list[Any]:
-        """Run script calls in one pipelined round trip; ``calls(pipe, sha)`` queues them.
-        Scripts are loaded again when Redis lost them (a restart)."""
-        for attempt in range(2):
-            if attempt or not self._shas:
-                pipe = self.client.pipeline(transaction=False)
-                for script in SCRIPTS:
-                    pipe.script_load(script)
-                shas = await self._guard(pipe.execute())
-                self._shas = dict(zip(SCRIPTS, shas, strict=True))
-            pipe = self.client.pipeline(transaction=False)
-            calls(pipe, self._shas.__getitem__)
-            results: list[Any] = await self._guard(pipe.execute(raise_on_error=False))
-            if any(isinstance(result, NoScriptError) for result in results):
-                continue  # none of them ran: every script failed alike
-            for result in results:
-                if isinstance(result, Exception):
-                    raise _unavailable(result)
-            return results
-        raise StoreUnavailable("redis: the webhook scripts could not be loaded")  # pragma: no cover
+        self.pipelines = ScriptedPipelines(client, SCRIPTS, TIMEOUT_S, _unavailable)
+        self._guard = self.pipelines.guard
+        self._run = self.pipelines.run
 
     async def enqueue(self, messages: Sequence[WebhookMessage]) -> list[bool]:
         deliveries = to_deliveries(messages, self.config)
@@ -282,9 +257,9 @@ class RedisOutbox:
                 script_keys.append(keys.webhook_visitor(delivery.visitor_id))
                 position = len(script_keys)
             args += [delivery.id, delivery.encode(), position]
-        (flags,) = await self._scripts(
-            lambda pipe, sha: pipe.evalsha(
-                sha(ENQUEUE_SCRIPT), len(script_keys), *script_keys, *args
+        (flags,) = await self._run(
+            lambda pipe: pipe.evalsha(
+                self.pipelines.sha(ENQUEUE_SCRIPT), len(script_keys), *script_keys, *args
             )
         )
         return [bool(flag) for flag in flags]
@@ -293,13 +268,16 @@ class RedisOutbox:
         if not visitor_ids:
             return 0
 
-        def calls(pipe: Any, sha: Callable[[str], str]) -> None:
+        def calls(pipe: Any) -> None:
             for visitor_id in visitor_ids:
                 pipe.evalsha(
-                    sha(FORGET_SCRIPT), 4, *MAIN_KEYS[:3], keys.webhook_visitor(visitor_id)
+                    self.pipelines.sha(FORGET_SCRIPT),
+                    4,
+                    *MAIN_KEYS[:3],
+                    keys.webhook_visitor(visitor_id),
                 )
 
-        dropped = sum(int(n) for n in await self._scripts(calls))
+        dropped = sum(int(n) for n in await self._run(calls))
         await self._drop_dead_letters(set(visitor_ids))
         return dropped
 
@@ -323,8 +301,10 @@ class RedisOutbox:
             return []
         now_ms = int(time.time() * 1000)
         args = (GROUP, consumer, now_ms, now_ms + self.config.lease_ms, self.config.claim_idle_ms)
-        (found,) = await self._scripts(
-            lambda pipe, sha: pipe.evalsha(sha(CLAIM_SCRIPT), 3, *MAIN_KEYS[:3], *args, count)
+        (found,) = await self._run(
+            lambda pipe: pipe.evalsha(
+                self.pipelines.sha(CLAIM_SCRIPT), 3, *MAIN_KEYS[:3], *args, count
+            )
         )
         claims, unreadable = [], []
         for source, handle, body, record_id in found:
@@ -385,9 +365,9 @@ class RedisOutbox:
             delivery.encode(),
             delivery.visitor_id or "",
         )
-        (outcome,) = await self._scripts(
-            lambda pipe, sha: pipe.evalsha(
-                sha(COMPLETE_SCRIPT), len(script_keys), *script_keys, *args
+        (outcome,) = await self._run(
+            lambda pipe: pipe.evalsha(
+                self.pipelines.sha(COMPLETE_SCRIPT), len(script_keys), *script_keys, *args
             )
         )
         return str(outcome) if outcome is not None else None
@@ -441,14 +421,14 @@ class RedisOutbox:
             return []
         cfg = self.config
 
-        def calls(pipe: Any, sha: Callable[[str], str]) -> None:
+        def calls(pipe: Any) -> None:
             for letter in letters:
                 delivery = replace(letter.delivery, attempt=1, last_error="")
                 script_keys = [keys.WEBHOOK_OUTBOX, keys.WEBHOOK_DEAD_LETTERS]
                 if delivery.visitor_id is not None:
                     script_keys.append(keys.webhook_visitor(delivery.visitor_id))
                 pipe.evalsha(
-                    sha(REDELIVER_SCRIPT),
+                    self.pipelines.sha(REDELIVER_SCRIPT),
                     len(script_keys),
                     *script_keys,
                     letter.entry_id,
@@ -458,7 +438,7 @@ class RedisOutbox:
                     self._index_ttl,
                 )
 
-        results = await self._scripts(calls)
+        results = await self._run(calls)
         return [letter.entry_id for letter, moved in zip(letters, results, strict=True) if moved]
 
 
