@@ -4,13 +4,15 @@ dispatchers, so both count webhook deliveries (:class:`WebhookMetrics`)."""
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -58,19 +60,19 @@ class Metrics(WebhookMetrics):
             ["route", "method", "status"],
             registry=self.registry,
         )
-        self.request_seconds = Histogram(
+        self.request_seconds = LoopHistogram(
             "journeygate_http_request_duration_seconds",
             "Time to answer an HTTP request.",
-            ["route", "method"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            ("route", "method"),
+            LATENCY_BUCKETS,
+            self.registry,
         )
-        self.plugin_seconds = Histogram(
+        self.plugin_seconds = LoopHistogram(
             "journeygate_plugin_duration_seconds",
             "Time one plugin hook implementation took.",
-            ["plugin", "hook"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            ("plugin", "hook"),
+            LATENCY_BUCKETS,
+            self.registry,
         )
         self.plugin_failures = Counter(
             "journeygate_plugin_failures",
@@ -117,6 +119,64 @@ class Metrics(WebhookMetrics):
         """Report the event streams' lengths as ingestion last read them (``lengths()``, read
         at each scrape; no Redis call of its own) and the high-water mark it refuses at."""
         self.registry.register(_StreamLengths(streams, lengths, high_water))
+
+
+class HistogramSeries:
+    """One label set's buckets of a :class:`LoopHistogram`."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one: above every bound (+Inf)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+
+class LoopHistogram(Collector):
+    """A labelled Prometheus histogram for values observed on the event loop's thread.
+
+    ``prometheus_client.Histogram`` takes a lock per bucket and per sum and walks the buckets
+    in Python: about a microsecond per observation, and a decision observes one per plugin
+    call. Here an observation is one bisection and two additions, with no lock: every caller
+    runs on the loop (the exposition too), so nothing races. The exposition is the same."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: tuple[str, ...],
+        buckets: tuple[float, ...],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self.bounds = tuple(sorted(buckets))
+        self._series: dict[tuple[str, ...], HistogramSeries] = {}
+        registry.register(self)
+
+    def labels(self, *values: str) -> HistogramSeries:
+        series = self._series.get(values)
+        if series is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values}")
+            series = self._series[values] = HistogramSeries(self.bounds)
+        return series
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        upper = [*map(floatToGoString, self.bounds), "+Inf"]
+        for values, series in list(self._series.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip(upper, series.counts, strict=True):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            family.add_metric(list(values), buckets, sum_value=series.total)
+        yield family
 
 
 class _StreamLengths(Collector):

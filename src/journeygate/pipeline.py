@@ -10,11 +10,10 @@ built-in fallback) answers instead.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import inspect
 import logging
+import random
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -425,7 +424,7 @@ class Pipeline:
         trace: list[dict[str, Any]] | None = [] if request.explain else None
         stored = await self.load_visitor(request)
         context = DecisionContext(
-            decision_id=uuid.uuid4().hex,
+            decision_id=new_decision_id(),
             request=request,
             stored=stored,
             visitor=_state_from_profile(stored.profile),
@@ -467,14 +466,17 @@ class Pipeline:
         state = context.visitor
         attributes = dict(state.attributes)
         attributes.update({k: v for k, v in merged.items() if k not in VISITOR_FIELDS})
-        state = dataclasses.replace(
-            state,
-            **{k: merged[k] for k in VISITOR_FIELDS if k in merged},
+        # built directly: dataclasses.replace inspects the fields on every call
+        state = VisitorState(
+            stage=merged.get("stage", state.stage),
+            intent=merged.get("intent", state.intent),
+            segment=merged.get("segment", state.segment),
+            sentiment=merged.get("sentiment", state.sentiment),
             attributes=attributes,
         )
         if trace is not None and explanations:
             trace.append({"hook": "enrich_visitor", "explanations": explanations})
-        return dataclasses.replace(context, visitor=state)
+        return DecisionContext(context.decision_id, context.request, context.stored, state)
 
     async def _answer(
         self,
@@ -549,9 +551,11 @@ class Pipeline:
                 block.items, block.offer = saved_items, saved_offer
 
     async def _observe(self, context: DecisionContext, blocks: Sequence[Block]) -> None:
-        await self.call_all(
-            "journeygate_observe_decision", {"context": context, "blocks": blocks}, None
-        )
+        """The observers one after the other, in the decision's background task: nobody
+        waits for them, so a task each (``call_all``) would buy nothing but its cost."""
+        kwargs = {"context": context, "blocks": blocks}
+        for impl in self._impls["journeygate_observe_decision"]:
+            await self.call(impl, "journeygate_observe_decision", kwargs, None)
 
     def _item_base(self, product: Product) -> dict[str, Any]:
         """The catalog part of an item, built once per product and copied per request."""
@@ -605,6 +609,12 @@ class Pipeline:
                 break
         shown.update(item["product_id"] for item in items)
         return items
+
+
+def new_decision_id() -> str:
+    """32 random hex digits, like ``uuid4().hex`` without its system call: the module's
+    generator is seeded from the OS and reseeded in every forked worker."""
+    return f"{random.getrandbits(128):032x}"
 
 
 async def _await_maybe(value: Any) -> Any:

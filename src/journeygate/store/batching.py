@@ -57,18 +57,24 @@ class CommandBatcher:
         reply: asyncio.Future[list[Any]] = loop.create_future()
         if not self._batch:
             loop.call_soon(self._send)
+            # one timer per batch, not one per caller: callers join a batch within one loop
+            # iteration, so they share its deadline
+            loop.call_later(self.timeout_s, self._expire, self._batch)
         self._batch.append((commands, reply))
         self._batch_commands += len(commands)
         if self._batch_commands >= MAX_BATCH_COMMANDS:
             self._send()
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                # a caller that stops waiting cancels its reply only, never the batch
-                return await reply
-        except TimeoutError as exc:
-            raise StoreUnavailable(
-                f"redis: no reply within {self.timeout_s * 1000:.0f} ms"
-            ) from exc
+        # a caller that stops waiting cancels its reply only, never the batch
+        return await reply
+
+    def _expire(self, batch: list[tuple[Sequence[Command], asyncio.Future[list[Any]]]]) -> None:
+        """The batch's deadline: its callers still waiting get ``StoreUnavailable`` (the
+        batch itself goes on, see the module docstring)."""
+        for _, reply in batch:
+            if not reply.done():
+                reply.set_exception(
+                    StoreUnavailable(f"redis: no reply within {self.timeout_s * 1000:.0f} ms")
+                )
 
     def _send(self) -> None:
         """Start sending the commands collected so far (a no-op when already sent)."""

@@ -138,7 +138,7 @@ class RedisProfileStore:
                 continue
             profile, views, pages, session_views, consents = result
             return StoredVisitor(
-                profile={profile[i]: json.loads(profile[i + 1]) for i in range(0, len(profile), 2)},
+                profile={profile[i]: _field(profile[i + 1]) for i in range(0, len(profile), 2)},
                 recent_views=tuple(views),
                 session_pages=int(pages or 0),
                 session_views=tuple(session_views),
@@ -174,7 +174,7 @@ class RedisProfileStore:
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(keys.profile(visitor_id))
         (raw,) = await self._execute(pipe)
-        return {field: json.loads(value) for field, value in raw.items()} or None
+        return {field: _field(value) for field, value in raw.items()} or None
 
     async def delete_visitor(self, visitor_id: str) -> bool:
         """Erase the visitor (one Lua call on its slot), then every id merged into it."""
@@ -395,7 +395,7 @@ class RedisProfileStore:
             granted, _, at = value.partition("|")
             parsed_consents[name] = (granted == "1", float(at))
         return RawVisitor(
-            profile={name: json.loads(value) for name, value in profile.items()},
+            profile={name: _field(value) for name, value in profile.items()},
             channels={name: int(count) for name, count in channels.items()},
             categories=categories,
             purchased=purchased,
@@ -520,3 +520,12 @@ def _cart(raw: Mapping[str, str]) -> dict[str, tuple[int, float | None]]:
             price = raw.get("p:" + name[2:])
             cart[name[2:]] = (int(value), float(price) if price is not None else None)
     return cart
+
+
+def _field(value: str) -> Any:
+    """One profile field's JSON value: orjson (read on every decision, about three times
+    faster), the standard parser for what orjson refuses (NaN, integers over 64 bits)."""
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return json.loads(value)
