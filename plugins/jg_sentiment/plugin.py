@@ -2,16 +2,18 @@
 
 * ``journeygate_observe_event``: for each ``feedback`` event (``POST /v1/feedback``, or any
   ``Feedback Submitted`` event) the text is scored off the event loop, micro-batched with
-  concurrent feedback (:class:`jg_sentiment.scoring.FeedbackScorer`), and the profile gets
-  (``store.update_profile``):
+  concurrent feedback (:class:`jg_sentiment.scoring.FeedbackScorer`), and blended into the
+  profile by the store in one atomic step (``store.blend_score``, so feedback scored at the
+  same time by two workers all counts):
 
   ==================  =====================================================================
-  ``sentiment``       time-decayed score in [-1, 1] as of ``sentiment_at``: the new
-                      feedback's score averaged with the previous value, which counts with
-                      its decay factor (``half_life_days``)
-  ``sentiment_at``    event time (epoch seconds) of the feedback that set it
-  ``feedback_label``  the last feedback's label: positive, negative or mixed
-  ``feedback_themes`` the last feedback's themes (delivery, quality, price, service, size …)
+  ``sentiment``       time-decayed score in [-1, 1] as of ``sentiment_at``: the feedback's
+                      score averaged with the previous value, the older of the two counting
+                      with its decay factor (``half_life_days``; see
+                      :func:`journeygate.store.decay.blended`)
+  ``sentiment_at``    event time (epoch seconds) of the newest feedback
+  ``feedback_label``  the newest feedback's label: positive, negative or mixed
+  ``feedback_themes`` the newest feedback's themes (delivery, quality, price, service, size …)
   ==================  =====================================================================
 
 * ``journeygate_enrich_visitor``: ``sentiment`` decayed to now (halved every
@@ -30,7 +32,7 @@ import argparse
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from concurrent.futures import Executor
 from typing import Any
 
@@ -50,38 +52,18 @@ from journeygate.config import AppConfig
 from journeygate.encoder import set_torch_threads
 from journeygate.events.schema import FEEDBACK_KIND, Event
 from journeygate.model import DecisionContext
-from journeygate.store import ProfileStore
+from journeygate.store import DecayedScore, ProfileStore
+from journeygate.store.decay import decayed
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_WAIT_S = 10.0
 
 
-def decayed(value: float, since: float, now: float, half_life_s: float) -> float:
-    """``value`` halved for every ``half_life_s`` between ``since`` and ``now``."""
-    return value * 0.5 ** (max(now - since, 0.0) / half_life_s)
-
-
-def updated_fields(
-    profile: Mapping[str, Any], result: FeedbackScore, at: float, half_life_s: float
-) -> dict[str, Any]:
-    """The profile fields after one scored feedback at event time ``at``.
-
-    The previous sentiment counts with its decay factor: a fresh one is averaged 1:1 with the
-    new score, one several half-lives old barely counts. A feedback older than the stored
-    ``sentiment_at`` (a late event) still counts, as if it came at that time."""
-    previous, since = profile.get("sentiment"), profile.get("sentiment_at")
-    score = result.score
-    if isinstance(previous, int | float) and isinstance(since, int | float):
-        weight = 0.5 ** (abs(at - since) / half_life_s)
-        score = (weight * decayed(float(previous), since, at, half_life_s) + score) / (1 + weight)
-        at = max(at, float(since))
-    return {
-        "sentiment": round(score, 4),
-        "sentiment_at": round(at, 3),
-        "feedback_label": result.label,
-        "feedback_themes": list(result.themes),
-    }
+def sentiment_score(result: FeedbackScore, at: float, half_life_s: float) -> DecayedScore:
+    """One scored feedback at event time ``at``, as the store blends it into the profile."""
+    details = {"feedback_label": result.label, "feedback_themes": list(result.themes)}
+    return DecayedScore("sentiment", result.score, at, half_life_s, details)
 
 
 class SentimentPlugin:
@@ -170,9 +152,8 @@ class SentimentPlugin:
     async def _record(self, event: Event, text: str) -> None:
         assert self.scorer is not None and self.store is not None
         result = await self.scorer.score(text)
-        profile = await self.store.get_profile(event.profile_id) or {}
-        fields = updated_fields(profile, result, event.timestamp, self.settings.half_life_s)
-        await self.store.update_profile(event.profile_id, fields)
+        score = sentiment_score(result, event.timestamp, self.settings.half_life_s)
+        await self.store.blend_score(event.profile_id, score)
 
     @hookimpl
     def journeygate_enrich_visitor(self, context: DecisionContext) -> dict[str, Any] | None:

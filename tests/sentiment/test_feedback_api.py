@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import jsonschema
 import pytest
 import redis
 
-from jg_sentiment.plugin import SentimentPlugin, decayed, updated_fields
+from jg_sentiment.plugin import SentimentPlugin, sentiment_score
 from jg_sentiment.scoring import FeedbackScore
+from journeygate.catalog import Catalog
+from journeygate.events.schema import Event, parse_native
 from journeygate.events.worker import serve
 from journeygate.registry import build_plugin_manager
+from journeygate.store import open_store
+from journeygate.store.decay import blended, decayed
 
 WRITE_KEY = "wk-feedback"
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
@@ -194,7 +200,7 @@ def test_sentiment_fades_with_its_half_life_and_new_feedback_averages_in():
     assert decayed(0.8, 0.0, 30 * DAY, 30 * DAY) == pytest.approx(0.4)
     assert decayed(0.8, 100.0, 50.0, 30 * DAY) == 0.8  # never grows
     negative = FeedbackScore(-0.9, "negative", ("delivery",), ())
-    first = updated_fields({}, negative, 1000.0, 30 * DAY)
+    first = blended({}, sentiment_score(negative, 1000.0, 30 * DAY))
     assert first == {
         "sentiment": -0.9,
         "sentiment_at": 1000.0,
@@ -202,13 +208,57 @@ def test_sentiment_fades_with_its_half_life_and_new_feedback_averages_in():
         "feedback_themes": ["delivery"],
     }
     positive = FeedbackScore(0.9, "positive", (), ())
-    soon = updated_fields(first, positive, 1000.0 + 60, 30 * DAY)
+    soon = blended(first, sentiment_score(positive, 1000.0 + 60, 30 * DAY))
     assert soon["sentiment"] == pytest.approx(0.0, abs=0.01)  # equal weight when fresh
-    later = updated_fields(first, positive, 1000.0 + 300 * DAY, 30 * DAY)
+    later = blended(first, sentiment_score(positive, 1000.0 + 300 * DAY, 30 * DAY))
     assert later["sentiment"] == pytest.approx(0.9, abs=0.01)  # the old complaint has faded
     assert later["feedback_label"] == "positive" and later["feedback_themes"] == []
-    late_event = updated_fields(first, positive, 500.0, 30 * DAY)
-    assert late_event["sentiment_at"] == 1000.0
+    # a late feedback counts as the older one, whichever came first; the newest label stays
+    late_event = blended(first, sentiment_score(positive, 1000.0 - 300 * DAY, 30 * DAY))
+    assert late_event == {"sentiment": pytest.approx(-0.9, abs=0.01), "sentiment_at": 1000.0}
+
+
+def feedback(visitor_id: str, text: str, at: float, message_id: str) -> Event:
+    raw = {
+        "event": "Feedback Submitted",
+        "user_id": visitor_id,
+        "timestamp": at,
+        "message_id": message_id,
+        "properties": {"text": text},
+    }
+    return Event.from_internal(parse_native(raw, "e", time.time(), 0.0, 300.0), visitor_id)
+
+
+async def test_concurrent_feedback_for_one_visitor_all_counts(
+    make_config, artifact_root, fresh_url, visitor_id
+):
+    """Two feedbacks of one visitor scored at once (two workers, or an observer past its
+    budget): the store blends both, neither overwrites the other."""
+    config = make_config(**store_overrides("redis", fresh_url), **sentiment_section(artifact_root))
+    store = open_store(config.store, "redis", config.events)
+    plugin = SentimentPlugin()
+    texts = ("Terrible, it broke after one day.", "Lovely quality and fast delivery, thank you!")
+    now = time.time()
+    events = [feedback(visitor_id, text, now - 60 * i, f"fb-{i}") for i, text in enumerate(texts)]
+    with ThreadPoolExecutor(max_workers=2) as executor:
+        await plugin.journeygate_startup(
+            config=config, catalog=Catalog(()), executor=executor, store=store
+        )
+        assert plugin.scorer is not None
+        await asyncio.gather(*(plugin.journeygate_observe_event(event) for event in events))
+        results = plugin.scorer.score_many(texts)
+        await plugin.journeygate_shutdown()
+    profile = await store.get_profile(visitor_id)
+    await store.close()
+    one, other = (
+        sentiment_score(result, event.timestamp, 30 * DAY)
+        for result, event in zip(results, events, strict=True)
+    )
+    expected = blended(blended({}, one), other)
+    assert results[0].score < 0 < results[1].score
+    assert profile is not None
+    assert profile["sentiment"] == pytest.approx(expected["sentiment"], abs=1e-3)
+    assert profile["feedback_label"] == results[0].label  # the newer of the two
 
 
 @pytest.mark.parametrize("model", ["none", "stale"])

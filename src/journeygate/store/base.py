@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from journeygate.config import EventsConfig, StoreConfig
 from journeygate.model import StoredVisitor
+from journeygate.store.decay import DecayedScore
 
 
 class StoreUnavailable(RuntimeError):
@@ -103,6 +104,14 @@ class ProfileStore(Protocol):
         """Set profile fields of many visitors (``(visitor_id, fields)`` pairs) in one round
         trip, as :meth:`update_profile` does for one: for bulk writers such as
         ``journeygate segment``, which chunk their updates."""
+        ...
+
+    async def blend_score(self, visitor_id: str, score: DecayedScore) -> None:
+        """Blend ``score`` into the one stored in the profile (the rule of
+        :func:`journeygate.store.decay.blended`) and refresh the profile's TTL, in one atomic
+        step, so that of concurrent calls for one visitor (two workers scoring two of its
+        feedbacks) every one counts. A visitor merged into another one (identify/alias) is
+        not written: the profile it was merged into is, as for its events."""
         ...
 
     async def get_profile(self, visitor_id: str) -> dict[str, Any] | None:

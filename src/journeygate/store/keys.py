@@ -18,7 +18,7 @@ is ``[store]``'s). Aggregates (``orders``, ``revenue``, ``first_seen``, ...) are
 of ``jg:{v}:profile`` so that the decide pipeline reads them with the profile. Plugins add
 JSON fields to the same hash with ``store.update_profile`` (a fixed set each, no new keys):
 the sentiment plugin writes ``sentiment``, ``sentiment_at``, ``feedback_label`` and
-``feedback_themes`` (at most ``max_themes`` names).
+``feedback_themes`` (at most ``max_themes`` names), with ``store.blend_score``.
 
 =================================  =======  ==========================  =====================
 key                                type     bound                       TTL
