@@ -16,6 +16,10 @@
   ``feedback_themes`` the newest feedback's themes (delivery, quality, price, service, size …)
   ==================  =====================================================================
 
+* ``journeygate_merge_scores``: when an identify/alias merges an anonymous visitor into a
+  customer, the anonymous profile's ``sentiment`` is blended into the customer's by the same
+  rule, as if its feedback had been the customer's (the older counts with its decay weight;
+  label and themes are the newer feedback's). The store does it once per merge.
 * ``journeygate_enrich_visitor``: ``sentiment`` decayed to now (halved every
   ``half_life_days``: an old complaint fades), with ``feedback_label`` and ``feedback_themes``
   as visitor attributes, so offers and triggers see ``visitor.sentiment``.
@@ -32,7 +36,7 @@ import argparse
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from concurrent.futures import Executor
 from typing import Any
 
@@ -58,6 +62,15 @@ from journeygate.store.decay import decayed
 log = logging.getLogger(__name__)
 
 SHUTDOWN_WAIT_S = 10.0
+DETAIL_FIELDS = ("feedback_label", "feedback_themes")  # the newest feedback's
+
+
+def stored_sentiment(profile: Mapping[str, Any]) -> tuple[float, float] | None:
+    """The profile's ``sentiment`` and ``sentiment_at``, or None when it has none."""
+    value, since = profile.get("sentiment"), profile.get("sentiment_at")
+    if not isinstance(value, int | float) or not isinstance(since, int | float):
+        return None
+    return float(value), float(since)
 
 
 def sentiment_score(result: FeedbackScore, at: float, half_life_s: float) -> DecayedScore:
@@ -156,13 +169,22 @@ class SentimentPlugin:
         await self.store.blend_score(event.profile_id, score)
 
     @hookimpl
+    def journeygate_merge_scores(self, profile: Mapping[str, Any]) -> list[DecayedScore] | None:
+        stored = stored_sentiment(profile)
+        if stored is None:
+            return None
+        details = {name: profile[name] for name in DETAIL_FIELDS if name in profile}
+        return [DecayedScore("sentiment", *stored, self.settings.half_life_s, details)]
+
+    @hookimpl
     def journeygate_enrich_visitor(self, context: DecisionContext) -> dict[str, Any] | None:
         profile = context.stored.profile
-        value, since = profile.get("sentiment"), profile.get("sentiment_at")
-        if not isinstance(value, int | float) or not isinstance(since, int | float):
+        stored = stored_sentiment(profile)
+        if stored is None:
             return None
+        value, since = stored
         now = time.time()
-        current = round(decayed(float(value), float(since), now, self.settings.half_life_s), 4)
+        current = round(decayed(value, since, now, self.settings.half_life_s), 4)
         return {
             "sentiment": current,
             "feedback_label": profile.get("feedback_label"),

@@ -18,11 +18,12 @@ from journeygate.catalog import Catalog
 from journeygate.events.schema import Event, parse_native
 from journeygate.events.worker import serve
 from journeygate.registry import build_plugin_manager
-from journeygate.store import open_store
+from journeygate.store import DecayedScore, open_store
 from journeygate.store.decay import blended, decayed
 
 WRITE_KEY = "wk-feedback"
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
+ADMIN = {"X-API-Key": "test-admin-key"}
 MIXED = "Love the colour, but it fell apart in a week."
 DAY = 86400.0
 
@@ -141,6 +142,91 @@ async def test_feedback_goes_through_the_stream_and_the_worker(
         assert await worker == 0
     assert visitor["feedback_label"] == "positive" and visitor["sentiment"] > 0.5
     assert "delivery" in visitor["feedback_themes"]
+
+
+async def stored_profile(client, visitor_id: str) -> dict:
+    """``GET /v1/profiles/{id}`` (the sentiment fields are under ``attributes``), or {}."""
+    response = await client.get(f"/v1/profiles/{visitor_id}", headers=ADMIN)
+    return await response.json() if response.status == 200 else {}
+
+
+async def eventually(check, timeout: float = 30.0):
+    """The first true result of ``await check()`` within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (result := await check()):
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+    return result
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_identify_carries_the_anonymous_sentiment_into_the_customer(
+    gateway, make_config, artifact_root, fresh_url, visitor_id, backend
+):
+    """The feedback a visitor gave before logging in counts for the customer: the merge blends
+    the anonymous profile's sentiment into the customer's by the decay rule, and the newer
+    feedback's label and themes are kept."""
+    anonymous, user = visitor_id, f"{visitor_id}-user"
+    sections = {**store_overrides(backend, fresh_url), **sentiment_section(artifact_root)}
+    client = await gateway(extra_plugins=[("sentiment", SentimentPlugin())], **sections)
+    stop = asyncio.Event()
+    worker = None
+    if backend == "redis":  # the real worker, with the plugin started as in production
+        config = make_config(**sections)
+        pm = build_plugin_manager(
+            config, load_entrypoints=False, extra_plugins=(("sentiment", SentimentPlugin()),)
+        )
+        worker = asyncio.create_task(serve(config, pm, consumer="merge-test", stop=stop))
+    try:
+        now = time.time()
+        praise = "Fast delivery and the quality is excellent. I love it, highly recommended!"
+        for body in (
+            {"user_id": user, "text": praise, "timestamp": now - 86400},
+            {
+                "visitor_id": anonymous,
+                "text": "Terrible, the strap broke on day two.",
+                "timestamp": now,
+            },
+        ):
+            assert (await client.post("/v1/feedback", json=body, headers=AUTH)).status == 202
+
+        async def scored(visitor: str) -> dict:
+            attributes = (await stored_profile(client, visitor)).get("attributes", {})
+            return attributes if "sentiment" in attributes else {}
+
+        theirs = await eventually(lambda: scored(anonymous))
+        customer = await eventually(lambda: scored(user))
+        identify = {"event": "identify", "visitor_id": anonymous, "user_id": user}
+        response = await client.post("/v1/events", json={"events": [identify]}, headers=AUTH)
+        assert response.status == 200
+
+        async def merged() -> dict:
+            profile = await stored_profile(client, user)
+            return profile if profile.get("merged_ids") == [anonymous] else {}
+
+        profile = await eventually(merged)
+    finally:
+        stop.set()
+        if worker is not None:
+            assert await worker == 0
+    assert customer["feedback_label"] == "positive" and theirs["feedback_label"] == "negative"
+    carried = DecayedScore(
+        "sentiment",
+        theirs["sentiment"],
+        theirs["sentiment_at"],
+        30 * DAY,
+        {name: theirs[name] for name in ("feedback_label", "feedback_themes")},
+    )
+    expected = customer | blended(customer, carried)
+    attributes = profile["attributes"]
+    assert attributes["sentiment"] == pytest.approx(expected["sentiment"], abs=1e-3)
+    assert theirs["sentiment"] < attributes["sentiment"] < customer["sentiment"]
+    assert attributes["sentiment_at"] == theirs["sentiment_at"]
+    assert attributes["feedback_label"] == "negative"
+    assert attributes["feedback_themes"] == theirs["feedback_themes"]
+    visitor = (await decide(client, anonymous))["visitor"]  # answered from the customer
+    assert visitor["feedback_label"] == "negative"
+    assert visitor["sentiment"] == pytest.approx(attributes["sentiment"], abs=1e-3)
 
 
 @pytest.mark.parametrize(

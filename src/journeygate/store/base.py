@@ -156,11 +156,20 @@ class ProfileStore(Protocol):
         erasure marker, like its events), so a queued identify links nothing again."""
         ...
 
-    async def finish_merge(self, anonymous_id: str, user_id: str, received: float) -> None:
+    async def finish_merge(
+        self,
+        anonymous_id: str,
+        user_id: str,
+        received: float,
+        scores: Sequence[DecayedScore] = (),
+    ) -> None:
         """Last step, after the replay: record the alias on the customer, then drop what the
         worker had built for the anonymous visitor. Idempotent. When the customer was erased
         after ``received`` (the identify was queued meanwhile), the anonymous id, which the
-        identify says is that customer's, is erased instead of linked."""
+        identify says is that customer's, is erased instead of linked. ``scores``: the
+        anonymous visitor's decayed scores, blended into the customer's profile as
+        :meth:`blend_score` does, in the step that records the alias and only when that
+        records it (so once, however often the merge is done)."""
         ...
 
     async def load_events_profile(self, visitor_id: str) -> RawVisitor | None:

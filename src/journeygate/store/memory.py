@@ -411,13 +411,23 @@ class MemoryProfileStore:
         visitor.alias = user_id
         return MergeStart(events=[copy.deepcopy(event) for event in reversed(visitor.log)])
 
-    async def finish_merge(self, anonymous_id: str, user_id: str, received: float) -> None:
+    async def finish_merge(
+        self,
+        anonymous_id: str,
+        user_id: str,
+        received: float,
+        scores: Sequence[DecayedScore] = (),
+    ) -> None:
         if self._erased_at(user_id) >= received:
             await self.delete_visitor(anonymous_id)
             return
         user = self._visitor(user_id, create=True)
         assert user is not None
-        user.aliases.add(anonymous_id)
+        if anonymous_id not in user.aliases:
+            user.aliases.add(anonymous_id)
+            for score in scores:
+                user.profile.update(copy.deepcopy(blended(user.profile, score)))
+                user.expires = self._clock() + self.config.profile_ttl_s
         anonymous = self._visitor(anonymous_id, create=False)
         if anonymous is not None:
             anonymous.clear_events()

@@ -346,11 +346,17 @@ class RedisProfileStore:
             return MergeStart(merged_into=value)
         return MergeStart(events=[orjson.loads(raw) for raw in reversed(value)])
 
-    async def finish_merge(self, anonymous_id: str, user_id: str, received: float) -> None:
+    async def finish_merge(
+        self,
+        anonymous_id: str,
+        user_id: str,
+        received: float,
+        scores: Sequence[DecayedScore] = (),
+    ) -> None:
         linked = await self._eval(
             LINK_MERGE_SCRIPT,
-            keys.visitor_keys(user_id, ("aliases", "erased")),
-            (anonymous_id, self.config.profile_ttl_s, received),
+            keys.visitor_keys(user_id, ("aliases", "erased", "profile")),
+            (anonymous_id, self.config.profile_ttl_s, received, *map(_encoded, scores)),
         )
         if not int(linked):
             await self.delete_visitor(anonymous_id)

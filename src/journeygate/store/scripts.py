@@ -78,16 +78,27 @@ return {}
 )
 
 # Record an anonymous visitor merged into the customer, unless the customer was erased at or
-# after the identify's receipt. KEYS: aliases, erased (of the customer). ARGV: anonymous id,
-# TTL of the aliases, when the identify was received. Returns 1 when recorded, else 0.
-LINK_MERGE_SCRIPT = """
+# after the identify's receipt; the first time it is recorded, blend the anonymous visitor's
+# decayed scores into the customer's profile (once: a merge done again after a crash finds it
+# recorded). KEYS: aliases, erased, profile (of the customer). ARGV: anonymous id, TTL of the
+# aliases and profile, when the identify was received, then one score per argument (see
+# BLEND_FUNCTION). Returns 1 when recorded (now or before), else 0.
+LINK_MERGE_SCRIPT = (
+    BLEND_FUNCTION
+    + """
 if tonumber(redis.call('GET', KEYS[2]) or '-1') >= tonumber(ARGV[3]) then
   return 0
 end
-redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('SADD', KEYS[1], ARGV[1]) == 1 and #ARGV > 3 then
+  for i = 4, #ARGV do
+    blend(KEYS[3], ARGV[i])
+  end
+  redis.call('EXPIRE', KEYS[3], ARGV[2])
+end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 """
+)
 
 # Delete one visitor's data. ARGV[1] = "erase": everything, then leave a tombstone (ARGV[2]:
 # the erasure time, ARGV[3]: its TTL) so that events received before now are dropped;
