@@ -25,9 +25,13 @@
   as visitor attributes, so offers and triggers see ``visitor.sentiment``.
 * ``journeygate_register_commands``: ``train-sentiment`` and ``score-sentiment``.
 
-Without a trained artifact, or with one of an older format, the plugin still starts (feedback
-is stored as events, nothing is scored, stored sentiment still decays into decisions) and logs
-how to train one; restart the gateway and worker after training.
+The model (MiniLM and the classifier) is loaded only where feedback is scored, in the
+processes that apply events: ``journeygate worker`` with Redis, the gateway itself without. A
+gateway with Redis (role ``gateway``) only reads stored sentiment into decisions and loads no
+model. Without a trained artifact, or with one of an older format, the plugin still starts
+(feedback is stored as events, nothing is scored, stored sentiment still decays into
+decisions) and logs how to train one; restart the workers (or the gateway without Redis)
+after training.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from journeygate.catalog import Catalog
 from journeygate.config import AppConfig
 from journeygate.encoder import set_torch_threads
 from journeygate.events.schema import FEEDBACK_KIND, Event
+from journeygate.hookspecs import ROLE_EMBEDDED, ROLE_WORKER
 from journeygate.model import DecisionContext
 from journeygate.store import DecayedScore, ProfileStore
 from journeygate.store.decay import decayed
@@ -62,6 +67,7 @@ from journeygate.store.decay import decayed
 log = logging.getLogger(__name__)
 
 SHUTDOWN_WAIT_S = 10.0
+SCORING_ROLES = frozenset({ROLE_WORKER, ROLE_EMBEDDED})  # the processes that apply events
 DETAIL_FIELDS = ("feedback_label", "feedback_themes")  # the newest feedback's
 
 
@@ -107,10 +113,18 @@ class SentimentPlugin:
 
     @hookimpl
     async def journeygate_startup(
-        self, config: AppConfig, catalog: Catalog, executor: Executor, store: ProfileStore
+        self,
+        config: AppConfig,
+        catalog: Catalog,
+        executor: Executor,
+        store: ProfileStore,
+        role: str,
     ) -> None:
         self.settings = SentimentSettings.from_mapping(config.plugin_config(PLUGIN_NAME).settings)
         self.store = store
+        if role not in SCORING_ROLES:
+            log.info("no sentiment model in the %s process: feedback is scored by workers", role)
+            return
         path = latest_artifact(config.resolve_path(self.settings.artifacts))
         if path is None:
             log.warning(

@@ -87,7 +87,8 @@ def journeygate_startup(
         calls :func:`journeygate_observe_event` and :func:`journeygate_observe_events`) or
         ``"embedded"`` (a gateway with the in-process store, which applies and observes
         events itself). A scheduler that acts on observed events runs in ``worker`` and
-        ``embedded`` processes.
+        ``embedded`` processes, and so does loading a model only observers use (the
+        sentiment plugin's: a ``gateway`` reads the stored sentiment without it).
     :returns: nothing. All implementations are called, in call order. May be async.
     """
 

@@ -17,6 +17,7 @@ from jg_sentiment.scoring import FeedbackScore
 from journeygate.catalog import Catalog
 from journeygate.events.schema import Event, parse_native
 from journeygate.events.worker import serve
+from journeygate.hookspecs import ROLE_WORKER
 from journeygate.registry import build_plugin_manager
 from journeygate.store import DecayedScore, open_store
 from journeygate.store.decay import blended, decayed
@@ -115,8 +116,12 @@ async def test_feedback_is_scored_in_process_and_decisions_see_it(
 async def test_feedback_goes_through_the_stream_and_the_worker(
     gateway, make_config, artifact_root, fresh_url, visitor_id
 ):
+    """With Redis the worker scores feedback; the gateway loads no model (role ``gateway``)
+    and its decisions carry the stored sentiment."""
     sections = {**store_overrides("redis", fresh_url), **sentiment_section(artifact_root)}
-    client = await gateway(extra_plugins=[("sentiment", SentimentPlugin())], **sections)
+    in_gateway, in_worker = SentimentPlugin(), SentimentPlugin()
+    client = await gateway(extra_plugins=[("sentiment", in_gateway)], **sections)
+    assert in_gateway.scorer is None
     text = "Fast delivery and the quality is excellent. I love it, highly recommended!"
     response = await client.post(
         "/v1/feedback", json={"user_id": visitor_id, "text": text, "rating": 5}, headers=AUTH
@@ -127,7 +132,7 @@ async def test_feedback_goes_through_the_stream_and_the_worker(
 
     config = make_config(**sections)
     pm = build_plugin_manager(
-        config, load_entrypoints=False, extra_plugins=(("sentiment", SentimentPlugin()),)
+        config, load_entrypoints=False, extra_plugins=(("sentiment", in_worker),)
     )
     stop = asyncio.Event()
     worker = asyncio.create_task(serve(config, pm, consumer="sentiment-test", stop=stop))
@@ -142,6 +147,7 @@ async def test_feedback_goes_through_the_stream_and_the_worker(
         assert await worker == 0
     assert visitor["feedback_label"] == "positive" and visitor["sentiment"] > 0.5
     assert "delivery" in visitor["feedback_themes"]
+    assert in_worker.scorer is not None and in_gateway.scorer is None
 
 
 async def stored_profile(client, visitor_id: str) -> dict:
@@ -328,7 +334,7 @@ async def test_concurrent_feedback_for_one_visitor_all_counts(
     events = [feedback(visitor_id, text, now - 60 * i, f"fb-{i}") for i, text in enumerate(texts)]
     with ThreadPoolExecutor(max_workers=2) as executor:
         await plugin.journeygate_startup(
-            config=config, catalog=Catalog(()), executor=executor, store=store
+            config=config, catalog=Catalog(()), executor=executor, store=store, role=ROLE_WORKER
         )
         assert plugin.scorer is not None
         await asyncio.gather(*(plugin.journeygate_observe_event(event) for event in events))
