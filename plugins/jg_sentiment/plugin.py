@@ -2,26 +2,36 @@
 
 * ``journeygate_observe_event``: for each ``feedback`` event (``POST /v1/feedback``, or any
   ``Feedback Submitted`` event) the text is scored off the event loop, micro-batched with
-  concurrent feedback (:class:`jg_sentiment.scoring.FeedbackScorer`), and the profile gets
-  (``store.update_profile``):
+  concurrent feedback (:class:`jg_sentiment.scoring.FeedbackScorer`), and blended into the
+  profile by the store in one atomic step (``store.blend_score``, so feedback scored at the
+  same time by two workers all counts):
 
   ==================  =====================================================================
-  ``sentiment``       time-decayed score in [-1, 1] as of ``sentiment_at``: the new
-                      feedback's score averaged with the previous value, which counts with
-                      its decay factor (``half_life_days``)
-  ``sentiment_at``    event time (epoch seconds) of the feedback that set it
-  ``feedback_label``  the last feedback's label: positive, negative or mixed
-  ``feedback_themes`` the last feedback's themes (delivery, quality, price, service, size …)
+  ``sentiment``       time-decayed score in [-1, 1] as of ``sentiment_at``: the feedback's
+                      score averaged with the previous value, the older of the two counting
+                      with its decay factor (``half_life_days``; see
+                      :func:`journeygate.store.decay.blended`)
+  ``sentiment_at``    event time (epoch seconds) of the newest feedback
+  ``feedback_label``  the newest feedback's label: positive, negative or mixed
+  ``feedback_themes`` the newest feedback's themes (delivery, quality, price, service, size …)
   ==================  =====================================================================
 
+* ``journeygate_merge_scores``: when an identify/alias merges an anonymous visitor into a
+  customer, the anonymous profile's ``sentiment`` is blended into the customer's by the same
+  rule, as if its feedback had been the customer's (the older counts with its decay weight;
+  label and themes are the newer feedback's). The store does it once per merge.
 * ``journeygate_enrich_visitor``: ``sentiment`` decayed to now (halved every
   ``half_life_days``: an old complaint fades), with ``feedback_label`` and ``feedback_themes``
   as visitor attributes, so offers and triggers see ``visitor.sentiment``.
 * ``journeygate_register_commands``: ``train-sentiment`` and ``score-sentiment``.
 
-Without a trained artifact, or with one of an older format, the plugin still starts (feedback
-is stored as events, nothing is scored, stored sentiment still decays into decisions) and logs
-how to train one; restart the gateway and worker after training.
+The model (MiniLM and the classifier) is loaded only where feedback is scored, in the
+processes that apply events: ``journeygate worker`` with Redis, the gateway itself without. A
+gateway with Redis (role ``gateway``) only reads stored sentiment into decisions and loads no
+model. Without a trained artifact, or with one of an older format, the plugin still starts
+(feedback is stored as events, nothing is scored, stored sentiment still decays into
+decisions) and logs how to train one; restart the workers (or the gateway without Redis)
+after training.
 """
 
 from __future__ import annotations
@@ -49,39 +59,30 @@ from journeygate.catalog import Catalog
 from journeygate.config import AppConfig
 from journeygate.encoder import set_torch_threads
 from journeygate.events.schema import FEEDBACK_KIND, Event
+from journeygate.hookspecs import ROLE_EMBEDDED, ROLE_WORKER
 from journeygate.model import DecisionContext
-from journeygate.store import ProfileStore
+from journeygate.store import DecayedScore, ProfileStore
+from journeygate.store.decay import decayed
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_WAIT_S = 10.0
+SCORING_ROLES = frozenset({ROLE_WORKER, ROLE_EMBEDDED})  # the processes that apply events
+DETAIL_FIELDS = ("feedback_label", "feedback_themes")  # the newest feedback's
 
 
-def decayed(value: float, since: float, now: float, half_life_s: float) -> float:
-    """``value`` halved for every ``half_life_s`` between ``since`` and ``now``."""
-    return value * 0.5 ** (max(now - since, 0.0) / half_life_s)
+def stored_sentiment(profile: Mapping[str, Any]) -> tuple[float, float] | None:
+    """The profile's ``sentiment`` and ``sentiment_at``, or None when it has none."""
+    value, since = profile.get("sentiment"), profile.get("sentiment_at")
+    if not isinstance(value, int | float) or not isinstance(since, int | float):
+        return None
+    return float(value), float(since)
 
 
-def updated_fields(
-    profile: Mapping[str, Any], result: FeedbackScore, at: float, half_life_s: float
-) -> dict[str, Any]:
-    """The profile fields after one scored feedback at event time ``at``.
-
-    The previous sentiment counts with its decay factor: a fresh one is averaged 1:1 with the
-    new score, one several half-lives old barely counts. A feedback older than the stored
-    ``sentiment_at`` (a late event) still counts, as if it came at that time."""
-    previous, since = profile.get("sentiment"), profile.get("sentiment_at")
-    score = result.score
-    if isinstance(previous, int | float) and isinstance(since, int | float):
-        weight = 0.5 ** (abs(at - since) / half_life_s)
-        score = (weight * decayed(float(previous), since, at, half_life_s) + score) / (1 + weight)
-        at = max(at, float(since))
-    return {
-        "sentiment": round(score, 4),
-        "sentiment_at": round(at, 3),
-        "feedback_label": result.label,
-        "feedback_themes": list(result.themes),
-    }
+def sentiment_score(result: FeedbackScore, at: float, half_life_s: float) -> DecayedScore:
+    """One scored feedback at event time ``at``, as the store blends it into the profile."""
+    details = {"feedback_label": result.label, "feedback_themes": list(result.themes)}
+    return DecayedScore("sentiment", result.score, at, half_life_s, details)
 
 
 class SentimentPlugin:
@@ -112,10 +113,18 @@ class SentimentPlugin:
 
     @hookimpl
     async def journeygate_startup(
-        self, config: AppConfig, catalog: Catalog, executor: Executor, store: ProfileStore
+        self,
+        config: AppConfig,
+        catalog: Catalog,
+        executor: Executor,
+        store: ProfileStore,
+        role: str,
     ) -> None:
         self.settings = SentimentSettings.from_mapping(config.plugin_config(PLUGIN_NAME).settings)
         self.store = store
+        if role not in SCORING_ROLES:
+            log.info("no sentiment model in the %s process: feedback is scored by workers", role)
+            return
         path = latest_artifact(config.resolve_path(self.settings.artifacts))
         if path is None:
             log.warning(
@@ -170,18 +179,26 @@ class SentimentPlugin:
     async def _record(self, event: Event, text: str) -> None:
         assert self.scorer is not None and self.store is not None
         result = await self.scorer.score(text)
-        profile = await self.store.get_profile(event.profile_id) or {}
-        fields = updated_fields(profile, result, event.timestamp, self.settings.half_life_s)
-        await self.store.update_profile(event.profile_id, fields)
+        score = sentiment_score(result, event.timestamp, self.settings.half_life_s)
+        await self.store.blend_score(event.profile_id, score)
+
+    @hookimpl
+    def journeygate_merge_scores(self, profile: Mapping[str, Any]) -> list[DecayedScore] | None:
+        stored = stored_sentiment(profile)
+        if stored is None:
+            return None
+        details = {name: profile[name] for name in DETAIL_FIELDS if name in profile}
+        return [DecayedScore("sentiment", *stored, self.settings.half_life_s, details)]
 
     @hookimpl
     def journeygate_enrich_visitor(self, context: DecisionContext) -> dict[str, Any] | None:
         profile = context.stored.profile
-        value, since = profile.get("sentiment"), profile.get("sentiment_at")
-        if not isinstance(value, int | float) or not isinstance(since, int | float):
+        stored = stored_sentiment(profile)
+        if stored is None:
             return None
+        value, since = stored
         now = time.time()
-        current = round(decayed(float(value), float(since), now, self.settings.half_life_s), 4)
+        current = round(decayed(value, since, now, self.settings.half_life_s), 4)
         return {
             "sentiment": current,
             "feedback_label": profile.get("feedback_label"),

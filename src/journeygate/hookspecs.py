@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from journeygate.events.schema import Event
     from journeygate.model import Block, Candidate, DecisionContext, Offer, SlotRequest
     from journeygate.render import Renderer
-    from journeygate.store import ProfileStore
+    from journeygate.store import DecayedScore, ProfileStore
 
 PROJECT_NAME = "journeygate"
 
@@ -69,8 +69,9 @@ def journeygate_startup(
 
     When: once per gateway process, after the profile store and the catalog are open and
     before the first request is served; and once per ``journeygate worker`` for the plugins
-    that observe events. A plugin whose startup raises is unregistered for the life of the
-    process, logged, and reported by ``/readyz``.
+    that observe events or implement :func:`journeygate_merge_scores`. A plugin whose
+    startup raises is unregistered for the life of the process, logged, and reported by
+    ``/readyz``.
 
     :param config: the whole application config; a plugin reads its own section with
         ``config.plugin_config("NAME").settings``.
@@ -86,7 +87,8 @@ def journeygate_startup(
         calls :func:`journeygate_observe_event` and :func:`journeygate_observe_events`) or
         ``"embedded"`` (a gateway with the in-process store, which applies and observes
         events itself). A scheduler that acts on observed events runs in ``worker`` and
-        ``embedded`` processes.
+        ``embedded`` processes, and so does loading a model only observers use (the
+        sentiment plugin's: a ``gateway`` reads the stored sentiment without it).
     :returns: nothing. All implementations are called, in call order. May be async.
     """
 
@@ -247,13 +249,13 @@ def journeygate_observe_event(event: Event) -> Awaitable[None] | None:
 
     When: once per event, after it was applied, by the process that applied it: a
     ``journeygate worker`` (with Redis; the worker calls :func:`journeygate_startup` and
-    :func:`journeygate_shutdown` of the plugins that implement this hook or
-    :func:`journeygate_observe_events`, and of no others) or the gateway itself (with the
-    in-process store). An event is observed at most once: a
-    duplicate message id, or a redelivered event that was already applied, is not observed
-    again, so a worker that dies between applying a batch and observing it leaves those
-    events unobserved (``event.message_id`` identifies an event); a plugin that must see
-    every event implements :func:`journeygate_observe_events` instead. The worker
+    :func:`journeygate_shutdown` of the plugins that implement this hook,
+    :func:`journeygate_observe_events` or :func:`journeygate_merge_scores`, and of no
+    others) or the gateway itself (with the in-process store). An event is observed at most
+    once: a duplicate message id, or a redelivered event that was already applied, is not
+    observed again, so a worker that dies between applying a batch and observing it leaves
+    those events unobserved (``event.message_id`` identifies an event); a plugin that must
+    see every event implements :func:`journeygate_observe_events` instead. The worker
     acknowledges a batch after its observers returned. Each implementation runs under its
     plugin's budget; failures are logged and never stop the event from being acknowledged.
 
@@ -303,6 +305,28 @@ def journeygate_observe_events(events: Sequence[Event]) -> Awaitable[None] | Non
         matters.
     :returns: nothing. All implementations are called, in call order, each once per batch,
         whatever the others did. May be async.
+    """
+
+
+@hookspec
+def journeygate_merge_scores(
+    profile: Mapping[str, Any],
+) -> Sequence[DecayedScore] | Awaitable[Sequence[DecayedScore] | None] | None:
+    """Carry the plugin's time-decayed scores (the sentiment plugin's ``sentiment``) from an
+    anonymous visitor's profile into the customer's, when an identify/alias merges the two.
+
+    When: at a merge, by the process that applies events (a ``journeygate worker``, or the
+    gateway with the in-process store), after the anonymous visitor's events were replayed
+    into the customer and before its profile is dropped. The store blends the scores into the
+    customer's profile (:func:`journeygate.store.decay.blended`: the older counts with its
+    decay weight, the newer's details are kept) in the same atomic step that records the
+    merge, so a merge done again (its worker died) blends nothing twice. Each implementation
+    runs under its plugin's budget; one that fails or runs past it is logged and the merge
+    goes on without its scores.
+
+    :param profile: the anonymous visitor's stored profile fields.
+    :returns: the scores found in ``profile`` (:class:`~journeygate.store.DecayedScore`), or
+        None. All results are collected, in call order. May be async.
     """
 
 

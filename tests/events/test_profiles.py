@@ -6,7 +6,8 @@ import jsonschema
 import pytest
 from eventkit import ADMIN, apply_pending, basic, event, fresh_redis_url, overrides
 
-from journeygate import hookimpl
+from journeygate import appkeys, hookimpl
+from journeygate.store import DecayedScore
 
 
 @pytest.fixture
@@ -108,6 +109,46 @@ async def test_identify_merges_history_without_double_counting(client, visitor_i
     assert profile["consents"]["marketing_email"]["granted"] is True
     assert profile["preferred_categories"][0]["category"] == "Garden"
     assert sum(s["page_views"] for s in profile["sessions"]) == 2
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_identify_blends_the_plugins_decayed_scores_into_the_customer(
+    gateway, url, visitor_id, backend
+):
+    anonymous, user = visitor_id, f"{visitor_id}-customer"
+    seen: list[dict] = []
+
+    class Mood:
+        """Keeps a decayed ``mood`` in the profile, as the sentiment plugin does."""
+
+        @hookimpl
+        def journeygate_merge_scores(self, profile):
+            seen.append(dict(profile))
+            return [DecayedScore("mood", profile["mood"], profile["mood_at"], 86400.0)]
+
+    class Broken:
+        @hookimpl
+        async def journeygate_merge_scores(self, profile):
+            raise RuntimeError("plugin bug")
+
+    client = await gateway(
+        extra_plugins=[("broken", Broken()), ("mood", Mood())], **overrides(backend, url)
+    )
+    store = client.app[appkeys.STORE]
+    now = time.time()
+    await store.blend_score(user, DecayedScore("mood", 0.5, now - 86400, 86400.0))
+    await store.blend_score(anonymous, DecayedScore("mood", -0.5, now, 86400.0))
+    await ingest(client, event("page_view", anonymous, now - 60, path="/"))
+    identify = {**event("identify", anonymous, now), "user_id": user, "message_id": f"{user}-id"}
+    await ingest(client, identify)
+    await ingest(client, identify)  # a client retry merges nothing again
+    profile = await (await client.get(f"/v1/profiles/{anonymous}", headers=ADMIN)).json()
+    assert profile["profile_id"] == user and profile["merged_ids"] == [anonymous]
+    assert profile["aggregates"]["page_views"] == 1
+    # the customer's day-old 0.5 counts at half weight and half value: (0.125 - 0.5) / 1.5
+    assert profile["attributes"]["mood"] == pytest.approx(-0.25, abs=1e-4)
+    assert profile["attributes"]["mood_at"] == pytest.approx(now, abs=1e-3)
+    assert [fields["mood"] for fields in seen] == [-0.5]  # the anonymous profile, read once
 
 
 async def test_erasure_everywhere(client, visitor_id):

@@ -5,18 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import jsonschema
 import pytest
 import redis
 
-from jg_sentiment.plugin import SentimentPlugin, decayed, updated_fields
+from jg_sentiment.plugin import SentimentPlugin, sentiment_score
 from jg_sentiment.scoring import FeedbackScore
+from journeygate.catalog import Catalog
+from journeygate.events.schema import Event, parse_native
 from journeygate.events.worker import serve
+from journeygate.hookspecs import ROLE_WORKER
 from journeygate.registry import build_plugin_manager
+from journeygate.store import DecayedScore, open_store
+from journeygate.store.decay import blended, decayed
 
 WRITE_KEY = "wk-feedback"
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
+ADMIN = {"X-API-Key": "test-admin-key"}
 MIXED = "Love the colour, but it fell apart in a week."
 DAY = 86400.0
 
@@ -108,8 +116,12 @@ async def test_feedback_is_scored_in_process_and_decisions_see_it(
 async def test_feedback_goes_through_the_stream_and_the_worker(
     gateway, make_config, artifact_root, fresh_url, visitor_id
 ):
+    """With Redis the worker scores feedback; the gateway loads no model (role ``gateway``)
+    and its decisions carry the stored sentiment."""
     sections = {**store_overrides("redis", fresh_url), **sentiment_section(artifact_root)}
-    client = await gateway(extra_plugins=[("sentiment", SentimentPlugin())], **sections)
+    in_gateway, in_worker = SentimentPlugin(), SentimentPlugin()
+    client = await gateway(extra_plugins=[("sentiment", in_gateway)], **sections)
+    assert in_gateway.scorer is None
     text = "Fast delivery and the quality is excellent. I love it, highly recommended!"
     response = await client.post(
         "/v1/feedback", json={"user_id": visitor_id, "text": text, "rating": 5}, headers=AUTH
@@ -120,7 +132,7 @@ async def test_feedback_goes_through_the_stream_and_the_worker(
 
     config = make_config(**sections)
     pm = build_plugin_manager(
-        config, load_entrypoints=False, extra_plugins=(("sentiment", SentimentPlugin()),)
+        config, load_entrypoints=False, extra_plugins=(("sentiment", in_worker),)
     )
     stop = asyncio.Event()
     worker = asyncio.create_task(serve(config, pm, consumer="sentiment-test", stop=stop))
@@ -135,6 +147,92 @@ async def test_feedback_goes_through_the_stream_and_the_worker(
         assert await worker == 0
     assert visitor["feedback_label"] == "positive" and visitor["sentiment"] > 0.5
     assert "delivery" in visitor["feedback_themes"]
+    assert in_worker.scorer is not None and in_gateway.scorer is None
+
+
+async def stored_profile(client, visitor_id: str) -> dict:
+    """``GET /v1/profiles/{id}`` (the sentiment fields are under ``attributes``), or {}."""
+    response = await client.get(f"/v1/profiles/{visitor_id}", headers=ADMIN)
+    return await response.json() if response.status == 200 else {}
+
+
+async def eventually(check, timeout: float = 30.0):
+    """The first true result of ``await check()`` within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (result := await check()):
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+    return result
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_identify_carries_the_anonymous_sentiment_into_the_customer(
+    gateway, make_config, artifact_root, fresh_url, visitor_id, backend
+):
+    """The feedback a visitor gave before logging in counts for the customer: the merge blends
+    the anonymous profile's sentiment into the customer's by the decay rule, and the newer
+    feedback's label and themes are kept."""
+    anonymous, user = visitor_id, f"{visitor_id}-user"
+    sections = {**store_overrides(backend, fresh_url), **sentiment_section(artifact_root)}
+    client = await gateway(extra_plugins=[("sentiment", SentimentPlugin())], **sections)
+    stop = asyncio.Event()
+    worker = None
+    if backend == "redis":  # the real worker, with the plugin started as in production
+        config = make_config(**sections)
+        pm = build_plugin_manager(
+            config, load_entrypoints=False, extra_plugins=(("sentiment", SentimentPlugin()),)
+        )
+        worker = asyncio.create_task(serve(config, pm, consumer="merge-test", stop=stop))
+    try:
+        now = time.time()
+        praise = "Fast delivery and the quality is excellent. I love it, highly recommended!"
+        for body in (
+            {"user_id": user, "text": praise, "timestamp": now - 86400},
+            {
+                "visitor_id": anonymous,
+                "text": "Terrible, the strap broke on day two.",
+                "timestamp": now,
+            },
+        ):
+            assert (await client.post("/v1/feedback", json=body, headers=AUTH)).status == 202
+
+        async def scored(visitor: str) -> dict:
+            attributes = (await stored_profile(client, visitor)).get("attributes", {})
+            return attributes if "sentiment" in attributes else {}
+
+        theirs = await eventually(lambda: scored(anonymous))
+        customer = await eventually(lambda: scored(user))
+        identify = {"event": "identify", "visitor_id": anonymous, "user_id": user}
+        response = await client.post("/v1/events", json={"events": [identify]}, headers=AUTH)
+        assert response.status == 200
+
+        async def merged() -> dict:
+            profile = await stored_profile(client, user)
+            return profile if profile.get("merged_ids") == [anonymous] else {}
+
+        profile = await eventually(merged)
+    finally:
+        stop.set()
+        if worker is not None:
+            assert await worker == 0
+    assert customer["feedback_label"] == "positive" and theirs["feedback_label"] == "negative"
+    carried = DecayedScore(
+        "sentiment",
+        theirs["sentiment"],
+        theirs["sentiment_at"],
+        30 * DAY,
+        {name: theirs[name] for name in ("feedback_label", "feedback_themes")},
+    )
+    expected = customer | blended(customer, carried)
+    attributes = profile["attributes"]
+    assert attributes["sentiment"] == pytest.approx(expected["sentiment"], abs=1e-3)
+    assert theirs["sentiment"] < attributes["sentiment"] < customer["sentiment"]
+    assert attributes["sentiment_at"] == theirs["sentiment_at"]
+    assert attributes["feedback_label"] == "negative"
+    assert attributes["feedback_themes"] == theirs["feedback_themes"]
+    visitor = (await decide(client, anonymous))["visitor"]  # answered from the customer
+    assert visitor["feedback_label"] == "negative"
+    assert visitor["sentiment"] == pytest.approx(attributes["sentiment"], abs=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -194,7 +292,7 @@ def test_sentiment_fades_with_its_half_life_and_new_feedback_averages_in():
     assert decayed(0.8, 0.0, 30 * DAY, 30 * DAY) == pytest.approx(0.4)
     assert decayed(0.8, 100.0, 50.0, 30 * DAY) == 0.8  # never grows
     negative = FeedbackScore(-0.9, "negative", ("delivery",), ())
-    first = updated_fields({}, negative, 1000.0, 30 * DAY)
+    first = blended({}, sentiment_score(negative, 1000.0, 30 * DAY))
     assert first == {
         "sentiment": -0.9,
         "sentiment_at": 1000.0,
@@ -202,13 +300,57 @@ def test_sentiment_fades_with_its_half_life_and_new_feedback_averages_in():
         "feedback_themes": ["delivery"],
     }
     positive = FeedbackScore(0.9, "positive", (), ())
-    soon = updated_fields(first, positive, 1000.0 + 60, 30 * DAY)
+    soon = blended(first, sentiment_score(positive, 1000.0 + 60, 30 * DAY))
     assert soon["sentiment"] == pytest.approx(0.0, abs=0.01)  # equal weight when fresh
-    later = updated_fields(first, positive, 1000.0 + 300 * DAY, 30 * DAY)
+    later = blended(first, sentiment_score(positive, 1000.0 + 300 * DAY, 30 * DAY))
     assert later["sentiment"] == pytest.approx(0.9, abs=0.01)  # the old complaint has faded
     assert later["feedback_label"] == "positive" and later["feedback_themes"] == []
-    late_event = updated_fields(first, positive, 500.0, 30 * DAY)
-    assert late_event["sentiment_at"] == 1000.0
+    # a late feedback counts as the older one, whichever came first; the newest label stays
+    late_event = blended(first, sentiment_score(positive, 1000.0 - 300 * DAY, 30 * DAY))
+    assert late_event == {"sentiment": pytest.approx(-0.9, abs=0.01), "sentiment_at": 1000.0}
+
+
+def feedback(visitor_id: str, text: str, at: float, message_id: str) -> Event:
+    raw = {
+        "event": "Feedback Submitted",
+        "user_id": visitor_id,
+        "timestamp": at,
+        "message_id": message_id,
+        "properties": {"text": text},
+    }
+    return Event.from_internal(parse_native(raw, "e", time.time(), 0.0, 300.0), visitor_id)
+
+
+async def test_concurrent_feedback_for_one_visitor_all_counts(
+    make_config, artifact_root, fresh_url, visitor_id
+):
+    """Two feedbacks of one visitor scored at once (two workers, or an observer past its
+    budget): the store blends both, neither overwrites the other."""
+    config = make_config(**store_overrides("redis", fresh_url), **sentiment_section(artifact_root))
+    store = open_store(config.store, "redis", config.events)
+    plugin = SentimentPlugin()
+    texts = ("Terrible, it broke after one day.", "Lovely quality and fast delivery, thank you!")
+    now = time.time()
+    events = [feedback(visitor_id, text, now - 60 * i, f"fb-{i}") for i, text in enumerate(texts)]
+    with ThreadPoolExecutor(max_workers=2) as executor:
+        await plugin.journeygate_startup(
+            config=config, catalog=Catalog(()), executor=executor, store=store, role=ROLE_WORKER
+        )
+        assert plugin.scorer is not None
+        await asyncio.gather(*(plugin.journeygate_observe_event(event) for event in events))
+        results = plugin.scorer.score_many(texts)
+        await plugin.journeygate_shutdown()
+    profile = await store.get_profile(visitor_id)
+    await store.close()
+    one, other = (
+        sentiment_score(result, event.timestamp, 30 * DAY)
+        for result, event in zip(results, events, strict=True)
+    )
+    expected = blended(blended({}, one), other)
+    assert results[0].score < 0 < results[1].score
+    assert profile is not None
+    assert profile["sentiment"] == pytest.approx(expected["sentiment"], abs=1e-3)
+    assert profile["feedback_label"] == results[0].label  # the newer of the two
 
 
 @pytest.mark.parametrize("model", ["none", "stale"])

@@ -9,7 +9,8 @@ import redis
 from journeygate.config import EventsConfig, StoreConfig
 from journeygate.events.profile import build_profile
 from journeygate.events.schema import parse_native
-from journeygate.store import ProfileStore, open_store
+from journeygate.store import DecayedScore, ProfileStore, open_store
+from journeygate.store.decay import blended
 
 EVENTS = EventsConfig(
     session_gap_s=60,
@@ -227,6 +228,30 @@ async def test_merge_is_three_idempotent_steps(store, visitor_id):
     # the anonymous id belongs to this customer now: another one cannot take it
     other = await store.begin_merge(anonymous, f"{visitor_id}-other", time.time())
     assert other.merged_into == user and other.events == []
+
+
+async def test_a_merge_blends_the_anonymous_scores_into_the_customer_once(store, visitor_id):
+    anonymous, user = f"{visitor_id}-anon", f"{visitor_id}-user"
+    customers = DecayedScore("mood", 0.8, NOW - 3600, 30 * 86400.0, {"mood_label": "good"})
+    anonymous_one = DecayedScore("mood", -0.6, NOW, 30 * 86400.0, {"mood_label": "bad"})
+    await store.blend_score(user, customers)
+    await store.update_profile(user, {"segment": "vip"})
+    await store.begin_merge(anonymous, user, time.time())
+    for _ in range(2):  # a merge done again (its worker died) blends nothing twice
+        await store.finish_merge(anonymous, user, time.time(), [anonymous_one])
+    stored = blended({}, customers)
+    expected = stored | blended(stored, anonymous_one)
+    profile = await store.get_profile(user)
+    assert profile["mood"] == pytest.approx(expected["mood"], abs=1e-4)
+    assert profile["mood_at"] == round(NOW, 3) and profile["mood_label"] == "bad"
+    assert profile["segment"] == "vip"
+    # a customer erased after the identify was received gets nothing
+    erased, late = f"{visitor_id}-erased", f"{visitor_id}-anon2"
+    received = time.time()
+    await store.blend_score(erased, customers)
+    await store.delete_visitor(erased)
+    await store.finish_merge(late, erased, received, [anonymous_one])
+    assert await store.get_profile(erased) is None
 
 
 async def test_only_anonymous_events_are_logged_and_capped(store, visitor_id):

@@ -9,7 +9,7 @@ import redis
 from redis.crc import key_slot
 
 from journeygate.config import EventsConfig, StoreConfig
-from journeygate.store import StoreUnavailable, keys, open_store
+from journeygate.store import DecayedScore, StoreUnavailable, keys, open_store
 
 
 async def test_every_key_has_a_ttl_and_shares_the_visitor_hash_tag(
@@ -76,11 +76,14 @@ async def test_stage_history_is_capped_with_a_ttl_and_erased(redis_url, redis_cl
     await store.close()
 
 
-async def test_bulk_profile_updates_set_the_profile_ttl(redis_url, redis_client, visitor_id):
+async def test_bulk_profile_updates_and_blends_set_the_profile_ttl(
+    redis_url, redis_client, visitor_id
+):
     store = open_store(StoreConfig(redis_url=redis_url, profile_ttl_s=1000), "redis")
     await store.update_profiles([(f"{visitor_id}-{i}", {"persona": "p"}) for i in range(3)])
+    await store.blend_score(f"{visitor_id}-3", DecayedScore("mood", 0.5, time.time(), 86400.0))
     await store.close()
-    for i in range(3):
+    for i in range(4):
         assert 0 < redis_client.ttl(keys.profile(f"{visitor_id}-{i}")) <= 1000
 
 

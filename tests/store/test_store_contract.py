@@ -7,7 +7,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from journeygate.config import StoreConfig
-from journeygate.store import ProfileStore, StageTransition, open_store
+from journeygate.store import DecayedScore, ProfileStore, StageTransition, open_store
+from journeygate.store.decay import blended
+
+DAY = 86400.0
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -92,6 +95,66 @@ async def test_delete_visitor_erases_everything(store, visitor_id):
     state = await store.load_visitor(visitor_id, "s1")
     assert state.profile == {} and state.recent_views == () and state.session_pages == 0
     assert await store.delete_visitor(f"{visitor_id}-never-seen") is False
+
+
+def mood(value, at, **details):
+    return DecayedScore("mood", value, at, 30 * DAY, details)
+
+
+def blend_all(scores):
+    """The profile fields after blending ``scores`` one after the other."""
+    fields = {}
+    for score in scores:
+        fields |= blended(fields, score)
+    return fields
+
+
+def close_to(fields):
+    """``fields`` with each number compared to the 4 decimals a blended value is kept to."""
+    return {k: pytest.approx(v, abs=1e-4) if isinstance(v, float) else v for k, v in fields.items()}
+
+
+async def test_a_decayed_score_is_blended_into_the_profile(store, visitor_id):
+    now = round(time.time(), 3)
+    await store.update_profile(visitor_id, {"segment": "vip", "mood": "not a number"})
+    await store.blend_score(visitor_id, mood(-0.8, now, mood_label="bad", mood_tags=["late"]))
+    first = {"mood": -0.8, "mood_at": now, "mood_label": "bad", "mood_tags": ["late"]}
+    assert await store.get_profile(visitor_id) == {"segment": "vip", **first}
+    # a day later: the older one counts a little less, the newer one's details win
+    await store.blend_score(visitor_id, mood(0.6, now + DAY, mood_label="good", mood_tags=[]))
+    expected = first | blended(first, mood(0.6, now + DAY, mood_label="good", mood_tags=[]))
+    profile = await store.get_profile(visitor_id)
+    assert profile == close_to({"segment": "vip", **expected})
+    assert profile["mood_at"] == now + DAY and profile["mood_label"] == "good"
+    assert -0.8 < profile["mood"] < 0.6 and profile["mood"] > (-0.8 + 0.6) / 2
+    # a late contribution counts as the older one; the newer details stay
+    late = mood(0.9, now - DAY, mood_label="late")
+    await store.blend_score(visitor_id, late)
+    after = await store.get_profile(visitor_id)
+    assert after == close_to(profile | blended(profile, late))
+    assert after["mood_at"] == now + DAY and after["mood_label"] == "good"
+    assert (await store.load_visitor(visitor_id, None)).profile == after
+
+
+async def test_concurrent_contributions_for_one_visitor_all_count(store, visitor_id):
+    """Blending is one atomic step: of two contributions written at the same time, neither
+    overwrites the other (with two, the rule does not depend on their order)."""
+    now = round(time.time(), 3)
+    for n in range(10):
+        visitor = f"{visitor_id}-{n}"
+        scores = (mood(-0.9, now - n * 3600 - 1, mood_label="bad"), mood(0.7, now, mood_label="ok"))
+        await asyncio.gather(*(store.blend_score(visitor, score) for score in scores))
+        expected = blend_all(scores)
+        assert expected == close_to(blend_all(reversed(scores)))
+        assert await store.get_profile(visitor) == close_to(expected)
+
+
+async def test_a_score_for_a_merged_visitor_is_blended_into_the_customer(store, visitor_id):
+    customer = f"{visitor_id}-customer"
+    await store.begin_merge(visitor_id, customer, time.time())
+    await store.blend_score(visitor_id, mood(0.5, time.time()))
+    assert (await store.get_profile(customer))["mood"] == 0.5
+    assert await store.get_profile(visitor_id) is None
 
 
 async def test_ping(store):

@@ -11,7 +11,7 @@ import time
 
 from triggerkit import consent, ev, send
 
-from jg_sentiment.plugin import updated_fields
+from jg_sentiment.plugin import sentiment_score
 from jg_sentiment.scoring import FeedbackScore
 from journeygate import hookimpl
 from testkit import settle
@@ -86,8 +86,8 @@ async def test_quiet_hours_defer_a_marketing_action_to_their_end(stack, receiver
 
 class LexiconSentiment:
     """Stands in for the sentiment plugin's model (a trained artifact takes minutes to
-    build): labels feedback by a few words and writes the profile fields with the sentiment
-    plugin's own function."""
+    build): labels feedback by a few words and writes the profile fields as the sentiment
+    plugin does."""
 
     def __init__(self) -> None:
         self.store = None
@@ -104,9 +104,9 @@ class LexiconSentiment:
         score = -0.8 if any(word in text for word in ("broken", "awful")) else 0.7
         label = "negative" if score < 0 else "positive"
         result = FeedbackScore(score, label, ("quality",), ())
-        profile = await self.store.get_profile(event.profile_id) or {}
-        fields = updated_fields(profile, result, event.timestamp, 30 * 86400)
-        await self.store.update_profile(event.profile_id, fields)
+        await self.store.blend_score(
+            event.profile_id, sentiment_score(result, event.timestamp, 30 * 86400)
+        )
 
 
 async def test_negative_feedback_starts_service_recovery(stack, receiver):

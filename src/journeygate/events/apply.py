@@ -1,7 +1,7 @@
-"""Applying events to profiles and sessions: identity merges, redirects to merged profiles,
-and the observer hooks (``journeygate_observe_event`` per applied event,
-``journeygate_observe_events`` per batch). Used by the worker and, without Redis, by the
-gateway itself."""
+"""Applying events to profiles and sessions: identity merges (with the plugins' decayed
+scores, ``journeygate_merge_scores``), redirects to merged profiles, and the observer hooks
+(``journeygate_observe_event`` per applied event, ``journeygate_observe_events`` per batch).
+Used by the worker and, without Redis, by the gateway itself."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from journeygate.events.schema import Event
 from journeygate.experiments.attribution import Attribution
 from journeygate.hookspecs import RetryBatch
 from journeygate.metrics import Metrics
-from journeygate.store import EventsRejected, ProfileStore, StoreUnavailable
+from journeygate.store import DecayedScore, EventsRejected, ProfileStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ MERGE_KINDS = frozenset({"identify", "alias"})
 MAX_REDIRECTS = 4
 OBSERVE_HOOK = "journeygate_observe_event"
 OBSERVE_BATCH_HOOK = "journeygate_observe_events"
+MERGE_SCORES_HOOK = "journeygate_merge_scores"
 
 
 class BatchNotObserved(RetryBatch):
@@ -146,9 +147,11 @@ class Applier:
     async def merge(self, anonymous_id: str, user_id: str, received: float) -> None:
         """Merge an anonymous visitor into a customer: claim it, replay its logged events
         into the customer (already-applied message ids are skipped, so a retry after a crash
-        counts nothing twice), then drop the anonymous copy. Each step touches one visitor's
-        keys only (one Redis Cluster slot) and is idempotent. An identify ``received``
-        before either id was erased merges nothing (see the store's ``begin_merge``)."""
+        counts nothing twice), then link it, blending the plugins' decayed scores found in its
+        profile into the customer's (once), and drop the anonymous copy. Each step touches one
+        visitor's keys only (one Redis Cluster slot) and is idempotent. An identify
+        ``received`` before either id was erased merges nothing (see the store's
+        ``begin_merge``)."""
         start = await self.store.begin_merge(anonymous_id, user_id, received)
         if start.erased:
             log.info("%s was erased after this identify; not merging it", anonymous_id)
@@ -166,7 +169,41 @@ class Applier:
                 (dict(event, u=user_id) for event in start.events), key=_time
             )
             await self._apply([(user_id, replay)])
-        await self.store.finish_merge(anonymous_id, user_id, received)
+        scores = await self._merge_scores(anonymous_id)
+        await self.store.finish_merge(anonymous_id, user_id, received, scores)
+
+    async def _merge_scores(self, anonymous_id: str) -> list[DecayedScore]:
+        """The decayed scores plugins find in the anonymous visitor's profile (read only
+        when a plugin implements ``journeygate_merge_scores``)."""
+        impls = self._observers(MERGE_SCORES_HOOK) if self.pm is not None else []
+        profile = await self.store.get_profile(anonymous_id) if impls else None
+        if profile is None:
+            return []
+        scores: list[DecayedScore] = []
+        for impl in impls:
+            scores += await self._call(impl, MERGE_SCORES_HOOK, {"profile": profile}) or ()
+        return scores
+
+    async def _call(self, impl: Any, hook: str, kwargs: Mapping[str, Any]) -> Any:
+        """One plugin's implementation of ``hook``, under its plugin's budget: its result, or
+        None when it failed or ran past the budget (logged)."""
+        budget = self.config.budget_s(impl.plugin_name)
+        try:
+            result = impl.function(*(kwargs[name] for name in impl.argnames))
+            if inspect.isawaitable(result):
+                async with asyncio.timeout(budget):
+                    return await result
+            return result
+        except TimeoutError:
+            log.warning(
+                "plugin %s exceeded its %.0f ms budget in %s",
+                impl.plugin_name,
+                budget * 1000,
+                hook,
+            )
+        except Exception:
+            log.exception("plugin %s raised in %s", impl.plugin_name, hook)
+        return None
 
     async def observe(self, events: Sequence[Event]) -> None:
         """Call every ``journeygate_observe_event`` implementation for each event, under its
@@ -174,21 +211,7 @@ class Applier:
         impls = self._observers(OBSERVE_HOOK)
         for event in events:
             for impl in impls:
-                budget = self.config.budget_s(impl.plugin_name)
-                try:
-                    result = impl.function(*({"event": event}[name] for name in impl.argnames))
-                    if inspect.isawaitable(result):
-                        async with asyncio.timeout(budget):
-                            await result
-                except TimeoutError:
-                    log.warning(
-                        "plugin %s exceeded its %.0f ms budget in %s",
-                        impl.plugin_name,
-                        budget * 1000,
-                        OBSERVE_HOOK,
-                    )
-                except Exception:
-                    log.exception("plugin %s raised in %s", impl.plugin_name, OBSERVE_HOOK)
+                await self._call(impl, OBSERVE_HOOK, {"event": event})
 
     async def observe_batch(self, events: Sequence[Event]) -> list[str]:
         """Call every ``journeygate_observe_events`` implementation once with the batch,

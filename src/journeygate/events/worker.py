@@ -196,18 +196,22 @@ def _describe(exc: BaseException) -> str:
 
 
 def _observers(pm: pluggy.PluginManager) -> set[str]:
-    """The plugins that observe events, per event or per batch."""
-    hooks = (pm.hook.journeygate_observe_event, pm.hook.journeygate_observe_events)
+    """The plugins that observe events (per event or per batch) or carry scores at merges."""
+    hooks = (
+        pm.hook.journeygate_observe_event,
+        pm.hook.journeygate_observe_events,
+        pm.hook.journeygate_merge_scores,
+    )
     return {impl.plugin_name for hook in hooks for impl in hook.get_hookimpls()}
 
 
 async def _start_plugins(
     pm: pluggy.PluginManager, config: AppConfig, store: ProfileStore, executor: Executor
 ) -> None:
-    """Start the plugins that observe events, as the gateway does, so an observer has what
-    its startup set up (``executor`` stays open until the worker stops, as in the gateway:
-    observers keep it for their CPU work). Other plugins (recommenders with models to load)
-    are not started."""
+    """Start the plugins that take part in applying events (``_observers``), as the gateway
+    does, so an observer has what its startup set up (``executor`` stays open until the
+    worker stops, as in the gateway: observers keep it for their CPU work). Other plugins
+    (recommenders with models to load) are not started."""
     observers = _observers(pm)
     if not observers:
         return

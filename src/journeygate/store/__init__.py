@@ -14,9 +14,11 @@ from journeygate.store.base import (
     StoreUnavailable,
     open_store,
 )
+from journeygate.store.decay import DecayedScore
 
 __all__ = [
     "Applied",
+    "DecayedScore",
     "EventsRejected",
     "MergeStart",
     "ProfileStore",

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from journeygate.config import EventsConfig, StoreConfig
 from journeygate.model import StoredVisitor
+from journeygate.store.decay import DecayedScore
 
 
 class StoreUnavailable(RuntimeError):
@@ -105,6 +106,14 @@ class ProfileStore(Protocol):
         ``journeygate segment``, which chunk their updates."""
         ...
 
+    async def blend_score(self, visitor_id: str, score: DecayedScore) -> None:
+        """Blend ``score`` into the one stored in the profile (the rule of
+        :func:`journeygate.store.decay.blended`) and refresh the profile's TTL, in one atomic
+        step, so that of concurrent calls for one visitor (two workers scoring two of its
+        feedbacks) every one counts. A visitor merged into another one (identify/alias) is
+        not written: the profile it was merged into is, as for its events."""
+        ...
+
     async def get_profile(self, visitor_id: str) -> dict[str, Any] | None:
         """The stored profile fields, or None when the visitor is unknown."""
         ...
@@ -147,11 +156,20 @@ class ProfileStore(Protocol):
         erasure marker, like its events), so a queued identify links nothing again."""
         ...
 
-    async def finish_merge(self, anonymous_id: str, user_id: str, received: float) -> None:
+    async def finish_merge(
+        self,
+        anonymous_id: str,
+        user_id: str,
+        received: float,
+        scores: Sequence[DecayedScore] = (),
+    ) -> None:
         """Last step, after the replay: record the alias on the customer, then drop what the
         worker had built for the anonymous visitor. Idempotent. When the customer was erased
         after ``received`` (the identify was queued meanwhile), the anonymous id, which the
-        identify says is that customer's, is erased instead of linked."""
+        identify says is that customer's, is erased instead of linked. ``scores``: the
+        anonymous visitor's decayed scores, blended into the customer's profile as
+        :meth:`blend_score` does, in the step that records the alias and only when that
+        records it (so once, however often the merge is done)."""
         ...
 
     async def load_events_profile(self, visitor_id: str) -> RawVisitor | None:

@@ -18,7 +18,7 @@ is ``[store]``'s). Aggregates (``orders``, ``revenue``, ``first_seen``, ...) are
 of ``jg:{v}:profile`` so that the decide pipeline reads them with the profile. Plugins add
 JSON fields to the same hash with ``store.update_profile`` (a fixed set each, no new keys):
 the sentiment plugin writes ``sentiment``, ``sentiment_at``, ``feedback_label`` and
-``feedback_themes`` (at most ``max_themes`` names).
+``feedback_themes`` (at most ``max_themes`` names), with ``store.blend_score``.
 
 =================================  =======  ==========================  =====================
 key                                type     bound                       TTL
@@ -53,8 +53,9 @@ the profile fields ``stage`` and ``stage_since``. The intent plugin writes them 
 identify/alias can replay them into the customer's profile. The two visitors of a merge live
 in different hash slots, so a merge is three single-slot steps, each idempotent: claim the
 anonymous id (set ``alias``, read ``log``; events applied to it from then on are redirected),
-replay the log into the customer (``seen`` drops what was already applied), then clear the
-anonymous id's data.
+replay the log into the customer (``seen`` drops what was already applied), then link it
+(``aliases``; the first time, the plugins' decayed scores from its profile, the sentiment,
+are blended into the customer's in the same script) and clear the anonymous id's data.
 
 Keys written for experiments (``[experiments]`` config names the caps and TTLs; see
 ``journeygate.experiments.storage`` and ``experiments.lua``):

@@ -16,6 +16,7 @@ from typing import Any
 from journeygate.config import EventsConfig, StoreConfig
 from journeygate.model import StoredVisitor
 from journeygate.store.base import Applied, MergeStart, RawVisitor, StageTransition
+from journeygate.store.decay import DecayedScore, blended
 
 
 @dataclass
@@ -172,6 +173,13 @@ class MemoryProfileStore:
     async def update_profiles(self, updates: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
         for visitor_id, fields in updates:
             await self.update_profile(visitor_id, fields)
+
+    async def blend_score(self, visitor_id: str, score: DecayedScore) -> None:
+        """Read, blend and write with nothing awaited in between: atomic on the event loop."""
+        visitor = self._visitor(await self.resolve_visitor(visitor_id), create=True)
+        assert visitor is not None
+        visitor.profile.update(copy.deepcopy(blended(visitor.profile, score)))
+        visitor.expires = self._clock() + self.config.profile_ttl_s
 
     async def get_profile(self, visitor_id: str) -> dict[str, Any] | None:
         visitor = self._visitor(visitor_id, create=False)
@@ -403,13 +411,23 @@ class MemoryProfileStore:
         visitor.alias = user_id
         return MergeStart(events=[copy.deepcopy(event) for event in reversed(visitor.log)])
 
-    async def finish_merge(self, anonymous_id: str, user_id: str, received: float) -> None:
+    async def finish_merge(
+        self,
+        anonymous_id: str,
+        user_id: str,
+        received: float,
+        scores: Sequence[DecayedScore] = (),
+    ) -> None:
         if self._erased_at(user_id) >= received:
             await self.delete_visitor(anonymous_id)
             return
         user = self._visitor(user_id, create=True)
         assert user is not None
-        user.aliases.add(anonymous_id)
+        if anonymous_id not in user.aliases:
+            user.aliases.add(anonymous_id)
+            for score in scores:
+                user.profile.update(copy.deepcopy(blended(user.profile, score)))
+                user.expires = self._clock() + self.config.profile_ttl_s
         anonymous = self._visitor(anonymous_id, create=False)
         if anonymous is not None:
             anonymous.clear_events()

@@ -30,8 +30,10 @@ from journeygate.store.base import (
     StoreUnavailable,
 )
 from journeygate.store.batching import Command, CommandBatcher
+from journeygate.store.decay import DecayedScore
 from journeygate.store.scripts import (
     BEGIN_MERGE_SCRIPT,
+    BLEND_SCRIPT,
     ERASE_SCRIPT,
     EVENTS_SCRIPT,
     LINK_MERGE_SCRIPT,
@@ -169,6 +171,20 @@ class RedisProfileStore:
                 pipe.expire(key, self.config.profile_ttl_s)
         if len(pipe):
             await self._execute(pipe)
+
+    async def blend_score(self, visitor_id: str, score: DecayedScore) -> None:
+        """One Lua call on the visitor's slot (and one more per merge it follows)."""
+        encoded = _encoded(score)
+        for _ in range(MAX_ALIAS_DEPTH):
+            merged_into = await self._eval(
+                BLEND_SCRIPT,
+                keys.visitor_keys(visitor_id, ("profile", "alias")),
+                (encoded, self.config.profile_ttl_s),
+            )
+            if not merged_into:
+                return
+            visitor_id = merged_into[0]
+        raise StoreUnavailable(f"redis: alias chain of {visitor_id!r} is too long")
 
     async def get_profile(self, visitor_id: str) -> dict[str, Any] | None:
         pipe = self.client.pipeline(transaction=False)
@@ -330,11 +346,17 @@ class RedisProfileStore:
             return MergeStart(merged_into=value)
         return MergeStart(events=[orjson.loads(raw) for raw in reversed(value)])
 
-    async def finish_merge(self, anonymous_id: str, user_id: str, received: float) -> None:
+    async def finish_merge(
+        self,
+        anonymous_id: str,
+        user_id: str,
+        received: float,
+        scores: Sequence[DecayedScore] = (),
+    ) -> None:
         linked = await self._eval(
             LINK_MERGE_SCRIPT,
-            keys.visitor_keys(user_id, ("aliases", "erased")),
-            (anonymous_id, self.config.profile_ttl_s, received),
+            keys.visitor_keys(user_id, ("aliases", "erased", "profile")),
+            (anonymous_id, self.config.profile_ttl_s, received, *map(_encoded, scores)),
         )
         if not int(linked):
             await self.delete_visitor(anonymous_id)
@@ -509,6 +531,15 @@ def _rejects_events(error: Exception) -> bool:
         and not isinstance(error, NoScriptError)
         and ("INVALIDEVENT" in message or "user_script" in message)
         and not message.startswith(UNAVAILABLE_ERRORS)
+    )
+
+
+def _encoded(score: DecayedScore) -> bytes:
+    """A score as ``BLEND_FUNCTION`` reads it; its detail fields as JSON text, as profile
+    fields are stored."""
+    details = {name: json.dumps(value) for name, value in score.details.items()}
+    return orjson.dumps(
+        {"f": score.field, "v": score.value, "t": score.at, "h": score.half_life_s, "d": details}
     )
 
 

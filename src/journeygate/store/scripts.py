@@ -30,17 +30,75 @@ end
 return {'merge', redis.call('LRANGE', KEYS[2], 0, -1)}
 """
 
+# blend(profile key, score JSON): blend a decayed score into a profile hash, as
+# journeygate.store.decay.blended does. The score: {"f": field, "v": value, "t": event time,
+# "h": half-life in seconds, "d": {detail field: its JSON text}}. Stored fields that are not
+# numbers count as absent; the value is written with 4 decimals, the time with 3.
+BLEND_FUNCTION = """
+local function blend(profile, encoded)
+  local score = cjson.decode(encoded)
+  local time_field = score.f .. '_at'
+  local stored = redis.call('HMGET', profile, score.f, time_field)
+  local previous, since = tonumber(stored[1]), tonumber(stored[2])
+  local value, at, newest = score.v, score.t, true
+  if previous and since then
+    newest = at >= since
+    local old, old_at, new = previous, since, value
+    if not newest then
+      old, old_at, new = value, at, previous
+      at = since
+    end
+    local weight = 0.5 ^ ((at - old_at) / score.h)
+    value = (weight * weight * old + new) / (1 + weight)
+  end
+  redis.call('HSET', profile, score.f, string.format('%.4f', value),
+             time_field, string.format('%.3f', at))
+  if newest then
+    for name, text in pairs(score.d) do
+      redis.call('HSET', profile, name, text)
+    end
+  end
+end
+"""
+
+# Blend a decayed score into a visitor's profile, or answer the id it was merged into
+# (nothing written: the caller blends there). KEYS: profile, alias. ARGV: the score (see
+# BLEND_FUNCTION), the profile TTL. Returns {} when written, else {merged into}.
+BLEND_SCRIPT = (
+    BLEND_FUNCTION
+    + """
+local target = redis.call('GET', KEYS[2])
+if target then
+  return {target}
+end
+blend(KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return {}
+"""
+)
+
 # Record an anonymous visitor merged into the customer, unless the customer was erased at or
-# after the identify's receipt. KEYS: aliases, erased (of the customer). ARGV: anonymous id,
-# TTL of the aliases, when the identify was received. Returns 1 when recorded, else 0.
-LINK_MERGE_SCRIPT = """
+# after the identify's receipt; the first time it is recorded, blend the anonymous visitor's
+# decayed scores into the customer's profile (once: a merge done again after a crash finds it
+# recorded). KEYS: aliases, erased, profile (of the customer). ARGV: anonymous id, TTL of the
+# aliases and profile, when the identify was received, then one score per argument (see
+# BLEND_FUNCTION). Returns 1 when recorded (now or before), else 0.
+LINK_MERGE_SCRIPT = (
+    BLEND_FUNCTION
+    + """
 if tonumber(redis.call('GET', KEYS[2]) or '-1') >= tonumber(ARGV[3]) then
   return 0
 end
-redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('SADD', KEYS[1], ARGV[1]) == 1 and #ARGV > 3 then
+  for i = 4, #ARGV do
+    blend(KEYS[3], ARGV[i])
+  end
+  redis.call('EXPIRE', KEYS[3], ARGV[2])
+end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 """
+)
 
 # Delete one visitor's data. ARGV[1] = "erase": everything, then leave a tombstone (ARGV[2]:
 # the erasure time, ARGV[3]: its TTL) so that events received before now are dropped;
