@@ -12,7 +12,7 @@ store (``ProfileStore.record_stage``): no round trip at all while the stage stay
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
@@ -49,10 +49,13 @@ class IntentPlugin:
         return evaluate(self.settings, context, explain=context.request.explain)
 
     @hookimpl
-    async def journeygate_observe_decision(
+    def journeygate_observe_decision(
         self, context: DecisionContext, blocks: Sequence[Block]
-    ) -> None:
-        """Record the stage transition, if the decision's stage is new for the visitor."""
+    ) -> Awaitable[Any] | None:
+        """Record the stage transition, if the decision's stage is new for the visitor.
+
+        Not a coroutine function: most decisions keep the stage, and for those nothing is
+        awaited (the pipeline then needs no timer for this call)."""
         stage = context.visitor.stage
         stored = context.stored
         if (
@@ -62,8 +65,8 @@ class IntentPlugin:
             or not stored.store_available  # the stored stage is unknown, not absent
             or stored.profile.get("stage") == stage
         ):
-            return
-        await self.store.record_stage(
+            return None
+        return self.store.record_stage(
             stored.profile_id or context.visitor_id, stage, time.time(), context.decision_id
         )
 
