@@ -3,6 +3,8 @@ with backoff, dead letters, Retry-After, redelivery, erasure of pending deliveri
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from hookkit import SECRET, message, running
 
@@ -44,6 +46,18 @@ async def test_delivery_is_signed_and_logged(queue_factory, receiver):
     labels = {"endpoint": "crm", "outcome": "delivered"}
     assert sample("journeygate_webhook_deliveries_total", labels) == 1
     assert sample("journeygate_webhook_delivery_duration_seconds_count", {"endpoint": "crm"}) == 1
+
+
+async def test_a_message_queued_in_process_wakes_the_idle_dispatcher(queue_factory, receiver):
+    """The triggers plugin and the dispatcher of one process share the outbox: what it
+    queues is sent at once, not at the next poll (here a minute away)."""
+    queue = queue_factory(urls=urls(receiver), poll_interval_ms=60_000)
+    async with running(Dispatcher(queue, queue.config, "d1")):
+        await asyncio.sleep(0.2)  # the dispatcher has polled once, found nothing, and waits
+        await queue.enqueue([message("a", "v1")])
+        async with asyncio.timeout(5):
+            await receiver.wait_for(1)
+    assert receiver.requests[0].json["data"]["key"] == "a"
 
 
 async def _logged(queue, count: int) -> bool:

@@ -54,6 +54,7 @@ class Applier:
         self.pm = pm
         self.metrics = metrics
         self.attribution = Attribution.for_store(store, config)
+        self._budgets: dict[str, float] = {}  # per plugin: _call runs per event and observer
 
     async def apply(self, events: Sequence[Mapping[str, Any]]) -> int:
         """Apply ``events``, let the per-event observers see those applied now and the batch
@@ -187,7 +188,9 @@ class Applier:
     async def _call(self, impl: Any, hook: str, kwargs: Mapping[str, Any]) -> Any:
         """One plugin's implementation of ``hook``, under its plugin's budget: its result, or
         None when it failed or ran past the budget (logged)."""
-        budget = self.config.budget_s(impl.plugin_name)
+        budget = self._budgets.get(impl.plugin_name)
+        if budget is None:
+            budget = self._budgets[impl.plugin_name] = self.config.budget_s(impl.plugin_name)
         try:
             result = impl.function(*(kwargs[name] for name in impl.argnames))
             if inspect.isawaitable(result):

@@ -227,7 +227,9 @@ def to_deliveries(messages: Sequence[WebhookMessage], config: WebhooksConfig) ->
     return deliveries
 
 
-_MEMORY_QUEUES: weakref.WeakKeyDictionary[Any, WebhookQueue] = weakref.WeakKeyDictionary()
+# One queue per store, so that the producers of a process (the triggers plugin) and its
+# dispatcher share it: the dispatcher wakes up when this process queues a message.
+_QUEUES: weakref.WeakKeyDictionary[Any, WebhookQueue] = weakref.WeakKeyDictionary()
 
 
 def webhook_queue(store: ProfileStore, config: AppConfig) -> WebhookQueue | None:
@@ -236,20 +238,23 @@ def webhook_queue(store: ProfileStore, config: AppConfig) -> WebhookQueue | None
         return None
     from journeygate.store.redis import RedisProfileStore
 
-    if isinstance(store, RedisProfileStore):
-        from journeygate.webhooks.redis import RedisOutbox
-
-        return RedisOutbox(store.client, config.webhooks)
-    queue = _MEMORY_QUEUES.get(store)
+    queue = _QUEUES.get(store)
     if queue is None:
-        from journeygate.webhooks.memory import MemoryOutbox
+        if isinstance(store, RedisProfileStore):
+            from journeygate.webhooks.redis import RedisOutbox
 
-        queue = _MEMORY_QUEUES[store] = MemoryOutbox(config.webhooks)
+            queue = RedisOutbox(store.client, config.webhooks)
+        else:
+            from journeygate.webhooks.memory import MemoryOutbox
+
+            queue = MemoryOutbox(config.webhooks)
+        _QUEUES[store] = queue
     return queue
 
 
 def webhook_outbox(store: ProfileStore, config: AppConfig) -> WebhookOutbox | None:
-    """The outbox for this process's store: in Redis on the store's connection pool, or in
-    process, one per in-process store (so the gateway's producers and its dispatcher share
-    it); None when no endpoint is configured (nothing to send to)."""
+    """The outbox of this process's store, in Redis on the store's connection pool or in
+    process; one per store, so that a process's producers and its dispatcher share it (a
+    message queued here is sent without waiting for the dispatcher's next poll). None when
+    no endpoint is configured (nothing to send to)."""
     return webhook_queue(store, config)

@@ -25,6 +25,7 @@ or the visitor was erased) records nothing, so the state never goes backwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -241,6 +242,7 @@ class RedisOutbox:
         self.pipelines = ScriptedPipelines(client, SCRIPTS, TIMEOUT_S, _unavailable)
         self._guard = self.pipelines.guard
         self._run = self.pipelines.run
+        self._queued = asyncio.Event()  # set when this process queues a message
 
     async def enqueue(self, messages: Sequence[WebhookMessage]) -> list[bool]:
         deliveries = to_deliveries(messages, self.config)
@@ -262,7 +264,10 @@ class RedisOutbox:
                 self.pipelines.sha(ENQUEUE_SCRIPT), len(script_keys), *script_keys, *args
             )
         )
-        return [bool(flag) for flag in flags]
+        queued = [bool(flag) for flag in flags]
+        if any(queued):
+            self._queued.set()
+        return queued
 
     async def forget_visitor(self, visitor_ids: Sequence[str]) -> int:
         if not visitor_ids:
@@ -373,7 +378,13 @@ class RedisOutbox:
         return str(outcome) if outcome is not None else None
 
     async def idle(self, timeout_s: float) -> None:
-        await asyncio.sleep(timeout_s)
+        """Until this process queues a message (a trigger fired in this worker: delivered
+        without waiting for the next poll), at most ``timeout_s``. What other processes
+        queue, and retries falling due, wait for the next poll."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._queued.wait()
+        self._queued.clear()
 
     async def log(self, count: int) -> list[LogEntry]:
         raw = await self._guard(self.client.xrevrange(keys.WEBHOOK_LOG, count=count))
