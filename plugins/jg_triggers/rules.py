@@ -31,6 +31,7 @@ from typing import Any
 
 from jg_triggers.settings import (
     DAY_S,
+    YEAR_S,
     CartAbandonment,
     HighValueInfrequent,
     Inactivity,
@@ -42,7 +43,6 @@ from jg_triggers.settings import (
     SearchPattern,
     TriggerSpec,
 )
-from journeygate.events.profile import MIN_FREQUENCY_SPAN_DAYS
 from journeygate.events.schema import Event
 
 PAGE_KINDS = frozenset({"page_view", "screen_view", "product_view"})
@@ -477,13 +477,16 @@ def _high_value(
     profile: Mapping[str, Any],
     now: float,
 ) -> Verdict:
+    """The profile's average order value, and its orders a year counted over the time since
+    the first order but at least a year: a customer whose orders all fall within the last
+    year has as many a year as orders so far, so a first order is one a year (it fires) and
+    a second within the year is two (with the default limit of 2, it does not)."""
     orders = _number(profile.get("orders")) or 0.0
     first = _number(profile.get("first_order_at"))
     if not orders or first is None:
         return Drop("no orders")
     average = (_number(profile.get("revenue")) or 0.0) / orders
-    span_days = max((now - first) / DAY_S, MIN_FREQUENCY_SPAN_DAYS)
-    per_year = orders * 365 / span_days
+    per_year = orders * YEAR_S / max(now - first, YEAR_S)
     if average < rule.min_average_order_value:
         return Drop(f"average order value {average:.2f} below {rule.min_average_order_value:g}")
     if per_year >= rule.max_orders_per_year:

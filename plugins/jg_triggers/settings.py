@@ -195,8 +195,8 @@ class PostPurchase:
 @dataclass(frozen=True, slots=True)
 class HighValueInfrequent:
     """An order that leaves the customer's average order value at ``min_average_order_value``
-    or more with fewer than ``max_orders_per_year`` orders a year (the profile's purchase
-    frequency: orders x 365 / days since the first order, at least 30 days)."""
+    or more with fewer than ``max_orders_per_year`` orders a year: orders x 365 / days since
+    the first order, at least 365 (a first order is one a year)."""
 
     min_average_order_value: float = 200.0
     max_orders_per_year: float = 2.0

@@ -247,7 +247,7 @@ class WorkerMetrics(WebhookMetrics):
         self.redis_errors = Counter(
             "journeygate_worker_redis_errors",
             "Rounds of the worker loop that failed because Redis could not be reached "
-            "(retried after events.idle_sleep_ms).",
+            "(retried after events.idle_sleep_ms, doubling up to 1 s while it fails).",
             registry=self.registry,
         )
         self.stream_backlog = Gauge(

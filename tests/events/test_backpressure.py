@@ -158,3 +158,21 @@ async def test_trimming_keeps_what_any_group_has_not_acknowledged(make_config, s
         assert streams.backlog == [12]  # as last seen by the append pipeline
     finally:
         await streams.close()
+
+
+async def test_trimming_loads_its_script_again_when_redis_lost_it(make_config, small_nodes):
+    from journeygate.events.streams import EventStreams
+
+    server, client = small_nodes
+    config = make_config(**settings(server.url, stream_shards=1))
+    streams = EventStreams(server.url, config.events, 5.0)
+    try:
+        await streams.ensure_groups()
+        assert await streams.trim_acknowledged() == 0  # the script is loaded
+        for n in range(12):
+            await streams.append([("v", orjson.dumps({"n": n}))])
+        await streams.ack(await streams.read("c1"))
+        client.script_flush()  # what a Redis restart does to the scripts
+        assert await streams.trim_acknowledged() > 0
+    finally:
+        await streams.close()

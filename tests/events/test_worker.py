@@ -2,11 +2,14 @@
 and the journeygate_observe_event hook."""
 
 import asyncio
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -15,9 +18,14 @@ from eventkit import ADMIN, apply_pending, basic, event, fresh_redis_url, overri
 
 from journeygate import hookimpl
 from journeygate.config import PROJECT_ROOT
-from journeygate.events.worker import serve
+from journeygate.events import worker as worker_module
+from journeygate.events.apply import Applier
+from journeygate.events.ingest import parse_batch
+from journeygate.events.schema import parse_native
+from journeygate.events.streams import EventStreams
+from journeygate.events.worker import Worker, serve
 from journeygate.registry import build_plugin_manager
-from journeygate.store import keys
+from journeygate.store import keys, open_store
 
 HERE = Path(__file__).resolve().parent
 
@@ -288,3 +296,87 @@ async def test_the_worker_starts_only_the_plugins_that_observe_events(
     stop.set()
     assert await running == 0
     assert calls == ["observer started", "Cart Viewed", "observer stopped"]
+
+
+async def accept(streams, config, events):
+    """What the gateway does with ``POST /v1/events``: validate, append to the streams."""
+    batch = parse_batch(events, "events", parse_native, config.events)
+    assert not batch.rejected
+    await streams.append(batch.encoded)
+
+
+def accept_then_stop_redis(config, server, events):
+    """Accept ``events`` and stop Redis with its data saved, in a thread while the caller's
+    event loop waits: a worker in that loop cannot read them before the outage."""
+
+    async def accept_once():
+        streams = EventStreams(config.store.redis_url, config.events, 1.0)
+        try:
+            await accept(streams, config, events)
+        finally:
+            await streams.close()
+
+    def run():
+        asyncio.run(accept_once())
+        client = redis.Redis.from_url(server.url)
+        client.shutdown(save=True)
+        client.close()
+        server.process.wait()
+
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(run).result()
+
+
+async def test_a_redis_outage_is_logged_now_and_then_and_accepted_events_are_applied_after_it(
+    private_redis, make_config, caplog, monkeypatch
+):
+    monkeypatch.setattr(worker_module, "OUTAGE_LOG_INTERVAL_S", 0.5)
+    caplog.set_level(logging.INFO, logger=worker_module.__name__)
+    config = make_config(**overrides("redis", private_redis.url, idle_sleep_ms=20))
+    store = open_store(config.store, "redis", config.events)
+    streams = EventStreams(config.store.redis_url, config.events, 1.0)
+    pm = build_plugin_manager(config, load_entrypoints=False)
+    worker = Worker(config, Applier(store, config, pm), streams, "outage")
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    profiles = redis.Redis.from_url(private_redis.url, decode_responses=True)
+
+    def orders(customer):
+        return int(profiles.hget(keys.profile(customer), "orders") or 0)
+
+    try:
+        await accept(streams, config, [event("order", "before", order_id="B0", revenue=10.0)])
+        assert await asyncio.to_thread(wait_for, lambda: orders("before") == 1)
+        accepted = [
+            event("order", "during", order_id="D1", revenue=42.0),
+            event("Product Viewed", "during", product_id="85123A"),
+        ]
+        accept_then_stop_redis(config, private_redis, accepted)
+        outage = time.monotonic()
+        await asyncio.sleep(1.5)
+        private_redis.start()  # with the data saved at the stop
+        assert await asyncio.to_thread(wait_for, lambda: orders("during") == 1)
+        outage = time.monotonic() - outage
+        assert profiles.hget(keys.profile("during"), "events") == "2"
+    finally:
+        stop.set()
+        await running
+        profiles.close()
+        await streams.close()
+        await store.close()
+
+    lines = [r.getMessage() for r in caplog.records if r.name == worker_module.__name__]
+    first = [line for line in lines if line.startswith("redis unavailable, retrying: ")]
+    still = [line for line in lines if line.startswith("redis still unavailable")]
+    back = [line for line in lines if line.startswith("redis reachable again")]
+    assert len(first) == 1 and len(back) == 1
+    # at most one line per interval (0.5 s here), each with the rounds failed since the last
+    assert 1 <= len(still) <= outage / 0.5 + 1
+    since = [int(re.search(r"\((\d+) more failed rounds\)", line)[1]) for line in still]
+    rounds = int(
+        re.fullmatch(r"redis reachable again after [\d.]+ s \((\d+) failed rounds\)", back[0])[1]
+    )
+    errors = worker.metrics.registry.get_sample_value("journeygate_worker_redis_errors_total")
+    assert 1 + sum(since) <= rounds == errors
+    # retried after 20 ms, 40, 80... (6 rounds), then every 1 s: not every 20 ms (75 in 1.5 s)
+    assert rounds <= 7 + outage

@@ -158,6 +158,54 @@ async def test_views_dwell_searches_and_a_rare_big_order_fire_at_once(stack, rec
     assert vip["data"]["average_order_value"] == 400.0 and vip["data"]["orders"] == 2
 
 
+async def test_a_first_big_order_fires_once_and_a_frequent_buyers_never(stack, receiver):
+    deployment = await stack(
+        {"high_value_infrequent": {"min_average_order_value": 200, "max_orders_per_year": 2}},
+        workers=1,
+    )
+    now, day = time.time(), 86400
+    first = ev("Order Completed", "newcomer", now - 5, order_id="N1", revenue=900.0)
+    await send(
+        deployment.client,
+        *[consent(visitor) for visitor in ("newcomer", "regular", "another")],
+        # too old to fire anything, but they make the regular a frequent buyer
+        *[
+            ev("Order Completed", "regular", now - days * day, order_id=f"R{days}", revenue=300.0)
+            for days in (200, 150, 100, 50)
+        ],
+        first,
+    )
+    await receiver.wait_for(1)
+    await send(deployment.client, {**first, "timestamp": now - 4})  # the order sent again
+    await settle(lambda: _logged(deployment, 2))
+    await send(
+        deployment.client,
+        ev("Order Completed", "newcomer", now - 3, order_id="N2", revenue=600.0),
+        ev("Order Completed", "regular", now - 3, order_id="R0", revenue=300.0),
+        ev("Order Completed", "another", now - 2, order_id="A1", revenue=250.0),
+    )
+    await receiver.wait_for(2)
+    await asyncio.sleep(0.3)  # a fire for the newcomer's second order would have come by now
+    fired = [(p["visitor_id"], p["data"]) for p in receiver.payloads("high_value_infrequent")]
+    assert fired == [
+        (
+            "newcomer",
+            {"order_id": "N1", "revenue": 900.0, "average_order_value": 900.0, "orders": 1}
+            | {"orders_per_year": 1.0},
+        ),
+        (
+            "another",
+            {"order_id": "A1", "revenue": 250.0, "average_order_value": 250.0, "orders": 1}
+            | {"orders_per_year": 1.0},
+        ),
+    ]
+    assert await deployment.outcomes() == [
+        ("high_value_infrequent", "newcomer", "sent"),
+        ("high_value_infrequent", "newcomer", "duplicate"),
+        ("high_value_infrequent", "another", "sent"),
+    ]
+
+
 async def test_an_order_sets_both_post_purchase_follow_ups(stack, receiver):
     deployment = await stack(
         {

@@ -349,16 +349,24 @@ def test_inactivity_re_arms_from_the_last_visit_and_needs_an_active_visitor():
     )
 
 
-def test_high_value_infrequent_uses_the_profiles_purchase_frequency():
+def test_high_value_infrequent_counts_orders_a_year_over_at_least_a_year():
     (vip,) = specs(high_value_infrequent={"min_average_order_value": 200, "max_orders_per_year": 2})
-    year = 365 * 86400
+    day, year = 86400, 365 * 86400
+    first_order = {"orders": 1, "revenue": 900.0, "first_order_at": NOW}
+    verdict = rules.confirm(vip, "O1", {"order_id": "O1"}, {}, first_order, NOW)
+    assert verdict == Fire(
+        "O1",
+        {"order_id": "O1", "average_order_value": 900.0, "orders": 1, "orders_per_year": 1.0},
+    )
+    second_within_a_year = {"orders": 2, "revenue": 1800.0, "first_order_at": NOW - 300 * day}
+    assert isinstance(rules.confirm(vip, "O2", {}, {}, second_within_a_year, NOW), Drop)
     two_orders_a_year_apart = {"orders": 2, "revenue": 700.0, "first_order_at": NOW - 1.5 * year}
     verdict = rules.confirm(vip, "O2", {"order_id": "O2"}, {}, two_orders_a_year_apart, NOW)
     assert isinstance(verdict, Fire)
     assert verdict.data["average_order_value"] == 350.0
     assert verdict.data["orders_per_year"] == pytest.approx(1.333, abs=0.001)
-    first_order = {"orders": 1, "revenue": 900.0, "first_order_at": NOW}  # 12 a year so far
-    assert isinstance(rules.confirm(vip, "O1", {}, {}, first_order, NOW), Drop)
+    frequent = {"orders": 9, "revenue": 2700.0, "first_order_at": NOW - 3 * year}
+    assert isinstance(rules.confirm(vip, "O9", {}, {}, frequent, NOW), Drop)
     cheap = {"orders": 2, "revenue": 100.0, "first_order_at": NOW - 2 * year}
     assert isinstance(rules.confirm(vip, "O3", {}, {}, cheap, NOW), Drop)
 

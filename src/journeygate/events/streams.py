@@ -47,7 +47,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from journeygate.config import EventsConfig
 from journeygate.store import StoreUnavailable, keys
@@ -345,7 +345,7 @@ class EventStreams:
             try:
                 return sum(int(removed) for removed in await self._execute(pipe))
             except StoreUnavailable as exc:
-                if "NOSCRIPT" not in str(exc):
+                if not isinstance(exc.__cause__, NoScriptError):  # Redis lost it: load again
                     raise
         raise StoreUnavailable("redis: the trim script could not be loaded")  # pragma: no cover
 

@@ -13,10 +13,11 @@ twice, and its events are observed again by the batch observers (which are idemp
 by the per-event ones.
 
 An entry that cannot be applied (unreadable, or its events rejected by the store; Redis
-being unreachable is not the entry's fault and is simply retried) is isolated: a failing
-batch is applied again entry by entry, the failing entry stays pending and is delivered
-again after ``claim_idle_ms``, and after ``max_deliveries`` deliveries it is moved to the
-dead-letter stream and acknowledged, so it neither blocks its shard nor comes back forever.
+being unreachable is not the entry's fault and is simply retried, see :class:`Outage`) is
+isolated: a failing batch is applied again entry by entry, the failing entry stays pending
+and is delivered again after ``claim_idle_ms``, and after ``max_deliveries`` deliveries it is
+moved to the dead-letter stream and acknowledged, so it neither blocks its shard nor comes
+back forever.
 A batch a batch observer asked for again (``RetryBatch``) is not acknowledged either: all its
 entries take that same path, applied but pending, and the redelivery is observed again.
 Every ``trim_interval_ms`` a worker trims what all consumer groups are done with (see
@@ -56,10 +57,62 @@ log = logging.getLogger(__name__)
 
 # The worker's Redis calls carry whole batches; they get more time than a decision's reads.
 MIN_WORKER_TIMEOUT_MS = 5000
+# While Redis cannot be reached: the longest wait between two rounds, and how often the log
+# says it still cannot.
+MAX_RETRY_SLEEP_S = 1.0
+OUTAGE_LOG_INTERVAL_S = 10.0
 
 
 def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Outage:
+    """The worker loop's rounds that failed on Redis since the last one that went through.
+
+    An outage must neither flood the log (a round every ``idle_sleep_ms``) nor spin: the first
+    failure is logged, then a line at most every ``OUTAGE_LOG_INTERVAL_S`` with the rounds
+    failed since, and one when Redis answers again; the wait before the next round
+    (:attr:`sleep_s`) doubles from ``idle_sleep_ms`` up to ``MAX_RETRY_SLEEP_S``."""
+
+    def __init__(self, idle_sleep_s: float) -> None:
+        self.idle_sleep_s = idle_sleep_s
+        self.sleep_s = idle_sleep_s
+        self.started: float | None = None
+        self.rounds = 0
+        self.logged_at = 0.0
+        self.logged_rounds = 0
+
+    def failed(self, exc: StoreUnavailable) -> None:
+        now = time.monotonic()
+        self.rounds += 1
+        if self.started is None:
+            self.started = self.logged_at = now
+            self.logged_rounds = self.rounds
+            log.warning("redis unavailable, retrying: %s", exc)
+            return
+        self.sleep_s = min(self.sleep_s * 2, max(MAX_RETRY_SLEEP_S, self.idle_sleep_s))
+        if now - self.logged_at >= OUTAGE_LOG_INTERVAL_S:
+            log.warning(
+                "redis still unavailable after %.1f s (%d more failed rounds): %s",
+                now - self.started,
+                self.rounds - self.logged_rounds,
+                exc,
+            )
+            self.logged_at = now
+            self.logged_rounds = self.rounds
+
+    def recovered(self) -> None:
+        if self.started is None:
+            return
+        log.warning(
+            "redis reachable again after %.1f s (%d failed rounds)",
+            time.monotonic() - self.started,
+            self.rounds,
+        )
+        self.started = None
+        self.rounds = 0
+        self.sleep_s = self.idle_sleep_s
 
 
 class Worker:
@@ -162,6 +215,7 @@ class Worker:
         # Entries this consumer name read before a restart come first.
         backlog = await self.streams.read(self.consumer, pending=True)
         last_claim = last_trim = 0.0
+        outage = Outage(cfg.idle_sleep_ms / 1000)
         while not stop.is_set():
             try:
                 entries = backlog
@@ -179,12 +233,14 @@ class Worker:
                 entries += await self.streams.read(self.consumer)
                 if entries:
                     await self.process(entries)
+                outage.recovered()
+                if entries:
                     continue
             except StoreUnavailable as exc:
-                log.warning("redis unavailable, retrying: %s", exc)
+                outage.failed(exc)
                 self.metrics.redis_errors.inc()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), cfg.idle_sleep_ms / 1000)
+                await asyncio.wait_for(stop.wait(), outage.sleep_s)
 
 
 def _events(entries: list[Entry]) -> list[dict[str, Any]]:
