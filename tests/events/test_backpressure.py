@@ -176,3 +176,32 @@ async def test_trimming_loads_its_script_again_when_redis_lost_it(make_config, s
         assert await streams.trim_acknowledged() > 0
     finally:
         await streams.close()
+
+
+async def test_trimming_refuses_a_stream_without_the_workers_group(make_config, small_nodes):
+    """What a Redis that lost its data holds: streams made again by the gateway's XADD, and
+    maybe another application's group. Trimming up to that group would drop what the workers'
+    group, created again from the first entry, still has to read."""
+    from journeygate.events.streams import EventStreams, GroupMissing
+
+    server, client = small_nodes
+    config = make_config(**settings(server.url, stream_shards=1))
+    workers = [EventStreams(server.url, config.events, 5.0) for _ in range(2)]
+    name = keys.event_stream(0)
+    try:
+        with pytest.raises(GroupMissing):  # no stream at all
+            await workers[0].trim_acknowledged()
+        for n in range(12):
+            await workers[0].append([("v", orjson.dumps({"n": n}))])
+        client.xgroup_create(name, "analytics", id="$")  # done with every entry
+        with pytest.raises(GroupMissing):
+            await workers[0].trim_acknowledged()
+        assert client.xlen(name) == 12
+
+        # two workers creating it at once: one does, the other meets BUSYGROUP
+        created = await asyncio.gather(*(streams.ensure_groups() for streams in workers))
+        assert sorted(created) == [[], [name]]
+        assert len(await workers[1].read("c1")) == 12
+    finally:
+        for streams in workers:
+            await streams.close()

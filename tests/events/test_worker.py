@@ -305,9 +305,9 @@ async def accept(streams, config, events):
     await streams.append(batch.encoded)
 
 
-def accept_then_stop_redis(config, server, events):
-    """Accept ``events`` and stop Redis with its data saved, in a thread while the caller's
-    event loop waits: a worker in that loop cannot read them before the outage."""
+def accept_blocking(config, events):
+    """Accept ``events`` through streams of their own, in a thread while the caller's event
+    loop waits: a worker in that loop cannot read them meanwhile."""
 
     async def accept_once():
         streams = EventStreams(config.store.redis_url, config.events, 1.0)
@@ -316,15 +316,18 @@ def accept_then_stop_redis(config, server, events):
         finally:
             await streams.close()
 
-    def run():
-        asyncio.run(accept_once())
-        client = redis.Redis.from_url(server.url)
-        client.shutdown(save=True)
-        client.close()
-        server.process.wait()
-
     with ThreadPoolExecutor(1) as thread:
-        thread.submit(run).result()
+        thread.submit(asyncio.run, accept_once()).result()
+
+
+def accept_then_stop_redis(config, server, events):
+    """Accept ``events`` and stop Redis with its data saved, before a worker in the caller's
+    event loop can read them."""
+    accept_blocking(config, events)
+    client = redis.Redis.from_url(server.url)
+    client.shutdown(save=True)
+    client.close()
+    server.process.wait()
 
 
 async def test_a_redis_outage_is_logged_now_and_then_and_accepted_events_are_applied_after_it(
@@ -380,3 +383,81 @@ async def test_a_redis_outage_is_logged_now_and_then_and_accepted_events_are_app
     assert 1 + sum(since) <= rounds == errors
     # retried after 20 ms, 40, 80... (6 rounds), then every 1 s: not every 20 ms (75 in 1.5 s)
     assert rounds <= 7 + outage
+
+
+async def test_workers_recreate_their_group_when_redis_restarts_without_its_data(
+    private_redis, make_config, caplog
+):
+    caplog.set_level(logging.INFO, logger=worker_module.__name__)
+    config = make_config(
+        **overrides(
+            "redis", private_redis.url, idle_sleep_ms=20, trim_interval_ms=50, claim_interval_ms=50
+        )
+    )
+    store = open_store(config.store, "redis", config.events)
+    pm = build_plugin_manager(config, load_entrypoints=False)
+    streams = [EventStreams(config.store.redis_url, config.events, 1.0) for _ in range(2)]
+    workers = [
+        Worker(config, Applier(store, config, pm), each, f"regroup-{n}")
+        for n, each in enumerate(streams)
+    ]
+    stop = asyncio.Event()
+    running = [asyncio.create_task(worker.run(stop)) for worker in workers]
+    profiles = redis.Redis.from_url(private_redis.url, decode_responses=True)
+    customers = [f"regroup-{n}" for n in range(12)]
+    assert {streams[0].shard(customer) for customer in customers} == {0, 1, 2, 3}
+
+    def orders(customer):
+        return int(profiles.hget(keys.profile(customer), "orders") or 0)
+
+    def orders_of_all(count):
+        return lambda: all(orders(customer) == count for customer in customers)
+
+    try:
+        await accept(streams[0], config, [event("order", "before", order_id="B0", revenue=1.0)])
+        assert await asyncio.to_thread(wait_for, lambda: orders("before") == 1)
+        # killed (nothing saved) and started again empty, and events accepted, while the
+        # workers' event loop waits: they meet streams without their group, whose entries
+        # were added before any worker could create it again
+        private_redis.kill()
+        private_redis.start()
+        assert not profiles.exists(keys.profile("before"), *map(keys.event_stream, range(4)))
+        accept_blocking(
+            config,
+            [event("order", c, order_id=f"A-{c}", revenue=2.0) for c in customers],
+        )
+        assert await asyncio.to_thread(wait_for, orders_of_all(1), timeout=10)
+        # and the ingestion of a gateway that saw the streams before the loss goes on too
+        await accept(
+            streams[0],
+            config,
+            [event("order", c, order_id=f"L-{c}", revenue=3.0) for c in customers],
+        )
+        assert await asyncio.to_thread(wait_for, orders_of_all(2), timeout=10)
+        assert all(not task.done() for task in running)
+    finally:
+        stop.set()
+        await asyncio.gather(*running)
+        profiles.close()
+        for each in streams:
+            await each.close()
+        await store.close()
+
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == worker_module.__name__ and r.levelno == logging.WARNING
+    ]
+    recreated = [line for line in warnings if line.startswith("consumer group jg-workers")]
+    # each shard's group created again by one of the two workers (the other one met
+    # BUSYGROUP there), each worker saying so at most once
+    assert 1 <= len(recreated) <= 2
+    shards = [
+        name
+        for line in recreated
+        for name in re.match(r"consumer group jg-workers re-created on (.+?) \(", line)[1].split(
+            ", "
+        )
+    ]
+    assert sorted(shards) == [keys.event_stream(shard) for shard in range(4)]
+    assert all("events accepted before" in line for line in recreated)

@@ -33,6 +33,13 @@ the error, its stream and id) and is acknowledged; ``journeygate dead-letters`` 
 requeues them. Until then it is the oldest entry its group needs, so trimming stops at it
 for up to ``claim_idle_ms * (max_deliveries - 1)``: ``stream_maxlen`` should hold that many
 minutes of traffic below the high-water mark, or ingestion pauses (503) meanwhile.
+
+A Redis that restarts without its data (no persistence), or a stream or group deleted by
+hand, leaves the workers without their consumer group: their reads fail with ``NOGROUP``
+(:class:`GroupMissing`) and they create it again, from the stream's first entry, so that what
+was added since (by the gateway's XADD, which creates the stream) is applied, not skipped.
+Trimming refuses a stream without the group (NOGROUP too): it would trim up to what the other
+groups need, below what the group created again reads.
 """
 
 from __future__ import annotations
@@ -53,7 +60,8 @@ from journeygate.config import EventsConfig
 from journeygate.store import StoreUnavailable, keys
 
 # Trim one stream up to the oldest entry any consumer group still needs (see the module
-# docstring). Atomic, so a group created meanwhile cannot lose entries. KEYS[1]: the stream.
+# docstring). Atomic, so a group created meanwhile cannot lose entries. KEYS[1]: the stream;
+# ARGV[1]: the workers' consumer group, without which nothing is trimmed (NOGROUP).
 TRIM_SCRIPT = """
 local function parse(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
@@ -62,13 +70,18 @@ end
 local function older(a, b)
   return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2])
 end
+local missing = 'NOGROUP No consumer group ' .. ARGV[1] .. ' on ' .. KEYS[1]
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return redis.error_reply(missing)
+end
 local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
-local oldest, oldest_id = nil, nil
+local oldest, oldest_id, ours = nil, nil, false
 for _, group in ipairs(groups) do
   local info = {}
   for i = 1, #group, 2 do
     info[group[i]] = group[i + 1]
   end
+  ours = ours or info['name'] == ARGV[1]
   local needed_id = info['last-delivered-id']
   if info['pending'] > 0 then
     local first = redis.call('XPENDING', KEYS[1], info['name'])[2]
@@ -80,8 +93,8 @@ for _, group in ipairs(groups) do
     oldest, oldest_id = parse(needed_id), needed_id
   end
 end
-if not oldest_id then
-  return 0
+if not ours then
+  return redis.error_reply(missing)
 end
 return redis.call('XTRIM', KEYS[1], 'MINID', '~', oldest_id)
 """
@@ -125,6 +138,12 @@ def _events_of_others(payload: bytes, visitor_ids: Collection[str]) -> list[Any]
         )
     ]
     return None if len(kept) == len(events) else kept
+
+
+class GroupMissing(StoreUnavailable):
+    """A stream command found no consumer group (``NOGROUP``): Redis lost its data, or the
+    stream or group was deleted. The worker creates the groups again
+    (:meth:`EventStreams.ensure_groups`); to anyone else it is Redis not being usable."""
 
 
 class Backpressure(Exception):
@@ -217,12 +236,20 @@ class EventStreams:
         return zlib.crc32(visitor_id.encode()) % len(self.names)
 
     async def _execute(self, pipe: Any) -> list[Any]:
+        """The pipeline's replies; its first error reply raised as :class:`GroupMissing`
+        (NOGROUP) or :class:`StoreUnavailable`, the redis-py error as the cause. Replies are
+        checked here, not by redis-py, which rewrites the message of the error it raises
+        (the command first), so its code could not be read."""
         try:
             async with asyncio.timeout(self.timeout_s):
-                result: list[Any] = await pipe.execute()
-                return result
+                result: list[Any] = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from exc
+        for reply in result:
+            if isinstance(reply, ResponseError):
+                error = GroupMissing if str(reply).startswith("NOGROUP") else StoreUnavailable
+                raise error(f"redis: {reply.__class__.__name__}: {reply}") from reply
+        return result
 
     async def append(self, events: Sequence[tuple[str, bytes]]) -> None:
         """Add serialized events (visitor id, JSON) to their shards: one XADD per shard, one
@@ -262,19 +289,26 @@ class EventStreams:
 
     # -- the worker's side ------------------------------------------------------------------
 
-    async def ensure_groups(self) -> None:
-        """Create the consumer group on every shard (from the first entry) when missing."""
+    async def ensure_groups(self) -> list[str]:
+        """Create the consumer group on every shard where it is missing (and the stream, when
+        missing too), from the stream's first entry; returns the shards it was created on.
+        Workers may do this at the same time: the group one of them created is BUSYGROUP to
+        the others, not an error."""
+        pipe = self.client.pipeline(transaction=False)
         for name in self.names:
-            try:
-                async with asyncio.timeout(self.timeout_s):
-                    await self.client.xgroup_create(
-                        name, self.config.consumer_group, id="0", mkstream=True
-                    )
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise StoreUnavailable(f"redis: {exc}") from exc
-            except (RedisError, OSError, TimeoutError) as exc:
-                raise StoreUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from exc
+            pipe.xgroup_create(name, self.config.consumer_group, id="0", mkstream=True)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                results = await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from exc
+        created = []
+        for name, result in zip(self.names, results, strict=True):
+            if not isinstance(result, Exception):
+                created.append(name)
+            elif not str(result).startswith("BUSYGROUP"):
+                raise StoreUnavailable(f"redis: {name}: {result}") from result
+        return created
 
     @staticmethod
     def _entries(name: str, raw: Sequence[Any]) -> list[Entry]:
@@ -333,7 +367,8 @@ class EventStreams:
 
     async def trim_acknowledged(self) -> int:
         """Trim from every shard the entries all consumer groups are done with (one
-        pipelined round trip); returns how many were removed."""
+        pipelined round trip); returns how many were removed. :class:`GroupMissing` where a
+        shard lacks the workers' group."""
         for attempt in range(2):
             if self._trim_sha is None or attempt:
                 pipe = self.client.pipeline(transaction=False)
@@ -341,7 +376,7 @@ class EventStreams:
                 (self._trim_sha,) = await self._execute(pipe)
             pipe = self.client.pipeline(transaction=False)
             for name in self.names:
-                pipe.evalsha(self._trim_sha, 1, name)
+                pipe.evalsha(self._trim_sha, 1, name, self.config.consumer_group)
             try:
                 return sum(int(removed) for removed in await self._execute(pipe))
             except StoreUnavailable as exc:

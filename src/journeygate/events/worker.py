@@ -21,8 +21,10 @@ back forever.
 A batch a batch observer asked for again (``RetryBatch``) is not acknowledged either: all its
 entries take that same path, applied but pending, and the redelivery is observed again.
 Every ``trim_interval_ms`` a worker trims what all consumer groups are done with (see
-``journeygate.events.streams``). With ``events.worker_metrics_port`` set, the worker serves
-its metrics and ``/healthz`` (``journeygate.events.monitor``).
+``journeygate.events.streams``). A worker that finds its consumer group gone (NOGROUP: Redis
+restarted without its data, a stream or the group deleted) creates it again and goes on.
+With ``events.worker_metrics_port`` set, the worker serves its metrics and ``/healthz``
+(``journeygate.events.monitor``).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from journeygate.catalog import Catalog, load_catalog
 from journeygate.config import AppConfig
 from journeygate.events.apply import Applier, BatchNotObserved
 from journeygate.events.monitor import start_monitor
-from journeygate.events.streams import Entry, EventStreams
+from journeygate.events.streams import Entry, EventStreams, GroupMissing
 from journeygate.hookspecs import ROLE_WORKER
 from journeygate.metrics import WorkerMetrics
 from journeygate.store import EventsRejected, ProfileStore, StoreUnavailable, open_store
@@ -203,6 +205,19 @@ class Worker:
             else:
                 log.warning("entry %s failed (delivery %d of %d): %s", where, count, limit, error)
 
+    async def recreate_groups(self) -> None:
+        """Create the consumer groups found missing again, saying so once for the shards this
+        worker created them on (another worker may have been first on the others)."""
+        created = await self.streams.ensure_groups()
+        if created:
+            log.warning(
+                "consumer group %s re-created on %s (it was missing: Redis restarted without "
+                "its data, or a stream or the group was deleted); the entries in these streams "
+                "now are applied, events accepted before Redis lost its data are gone with it",
+                self.config.events.consumer_group,
+                ", ".join(created),
+            )
+
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.config.events
         await self.streams.ensure_groups()
@@ -216,8 +231,12 @@ class Worker:
         backlog = await self.streams.read(self.consumer, pending=True)
         last_claim = last_trim = 0.0
         outage = Outage(cfg.idle_sleep_ms / 1000)
+        group_missing = False
         while not stop.is_set():
             try:
+                if group_missing:
+                    await self.recreate_groups()
+                    group_missing = False
                 entries = backlog
                 backlog = []
                 if time.monotonic() - last_trim >= cfg.trim_interval_ms / 1000:
@@ -236,6 +255,9 @@ class Worker:
                 outage.recovered()
                 if entries:
                     continue
+            except GroupMissing:
+                outage.recovered()  # Redis answers; the groups are created in the next round
+                group_missing = True
             except StoreUnavailable as exc:
                 outage.failed(exc)
                 self.metrics.redis_errors.inc()
