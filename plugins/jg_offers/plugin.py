@@ -3,9 +3,10 @@
 ``journeygate_choose_offer`` is synchronous and does no I/O: every input is in the decision
 context (the visitor's state from other plugins, the request, the stored profile with the
 visitor's recent offer shows), and budget counts are refreshed in the background. Shows are
-recorded after the response (``journeygate_observe_decision``) into the profile, so the
-next decision reads them with the profile it loads anyway; redemptions are counted from
-events (``journeygate_observe_event``).
+recorded after the response (``journeygate_observe_decision``) into the profile, with one
+atomic ``store.record_times`` (concurrent decisions for one visitor all count), so the next
+decision reads them with the profile it loads anyway; redemptions are counted from events
+(``journeygate_observe_event``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from jg_offers.rules import (
     VisitorInputs,
     evaluate,
     offer_rules,
-    read_shows,
 )
 from journeygate import hookimpl
 from journeygate.builtins.fallback import default_offer
@@ -65,6 +65,10 @@ class OffersPlugin:
         self._coupons: dict[str, list[str]] = {}
         self._rules: dict[str, tuple[Rule, ...]] = {}
         self._zone: dt.tzinfo | None = None  # only when some offer has hours
+        # Shows kept per offer in the profile: those of the longest cap window, as many as
+        # the highest per_visitor (enough for every offer's cap).
+        self._shows_window_s = 0.0
+        self._shows_kept = 0
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -96,6 +100,9 @@ class OffersPlugin:
             spec.id: offer_rules(spec, upsell, self.redemptions.count)
             for spec in self.catalog.offers
         }
+        capped = [spec.caps for spec in self.catalog.offers if spec.caps.per_visitor]
+        self._shows_window_s = max((caps.window_s for caps in capped), default=0.0)
+        self._shows_kept = max((caps.per_visitor or 0 for caps in capped), default=0)
         hours = any(spec.schedule.hours for spec in self.catalog.offers)
         self._zone = self.settings.zone if hours else None
         await self.redemptions.start(self.settings.budget_refresh_s)
@@ -220,8 +227,9 @@ class OffersPlugin:
     async def journeygate_observe_decision(
         self, context: DecisionContext, blocks: Sequence[Block]
     ) -> None:
-        """Record each show of a frequency-capped offer in the visitor's profile (the shows
-        still inside their offer's window, at most ``per_visitor`` per offer)."""
+        """Record each show of a frequency-capped offer in the visitor's profile, in one
+        atomic store call: concurrent decisions for one visitor each add theirs (rewriting
+        the shows read with the profile would lose all but one)."""
         if self.store is None or not context.request.track or not context.stored.store_available:
             return
         shown = [
@@ -234,21 +242,10 @@ class OffersPlugin:
         ]
         if not shown:
             return
-        now = self.clock()
-        shows: dict[str, list[float]] = {}
-        for offer_id, times in read_shows(context.stored.profile.get(SHOWS_FIELD)).items():
-            spec = self.offers.get(offer_id)
-            if spec is not None and spec.caps.per_visitor:
-                shows[offer_id] = [t for t in times if now - t < spec.caps.window_s]
-        for offer_id in shown:
-            shows.setdefault(offer_id, []).append(now)
-        kept = {
-            offer_id: times[-(self.offers[offer_id].caps.per_visitor or 1) :]
-            for offer_id, times in shows.items()
-            if times
-        }
         profile_id = context.stored.profile_id or context.visitor_id
-        await self.store.update_profile(profile_id, {SHOWS_FIELD: kept})
+        await self.store.record_times(
+            profile_id, SHOWS_FIELD, shown, self.clock(), self._shows_window_s, self._shows_kept
+        )
 
     # -- events ------------------------------------------------------------------------------
 
