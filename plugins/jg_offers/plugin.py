@@ -3,9 +3,10 @@
 ``journeygate_choose_offer`` is synchronous and does no I/O: every input is in the decision
 context (the visitor's state from other plugins, the request, the stored profile with the
 visitor's recent offer shows), and budget counts are refreshed in the background. Shows are
-recorded after the response (``journeygate_observe_decision``) into the profile, so the
-next decision reads them with the profile it loads anyway; redemptions are counted from
-events (``journeygate_observe_event``).
+recorded after the response (``journeygate_observe_decision``) into the profile, with one
+atomic ``store.record_times`` (concurrent decisions for one visitor all count), so the next
+decision reads them with the profile it loads anyway; redemptions are counted from events
+(``journeygate_observe_event``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -34,7 +36,6 @@ from jg_offers.rules import (
     VisitorInputs,
     evaluate,
     offer_rules,
-    read_shows,
 )
 from journeygate import hookimpl
 from journeygate.builtins.fallback import default_offer
@@ -48,6 +49,9 @@ PARAM_OFFER_ID = "offer_id"  # serve this offer when it is eligible
 PARAM_POOL = "offers"  # choose only among these offer ids
 PARAM_HOLDOUT = "holdout"  # true: answer nothing, the default content is served
 COUPON_PROPERTIES = ("coupon", "coupon_id", "coupon_name")
+# Decisions whose offers are remembered until they are observed; a decision that never is
+# (it failed) is forgotten past this many.
+MAX_OPEN_DECISIONS = 4096
 
 
 class OffersPlugin:
@@ -65,6 +69,13 @@ class OffersPlugin:
         self._coupons: dict[str, list[str]] = {}
         self._rules: dict[str, tuple[Rule, ...]] = {}
         self._zone: dt.tzinfo | None = None  # only when some offer has hours
+        # Shows kept per offer in the profile: those of the longest cap window, as many as
+        # the highest per_visitor (enough for every offer's cap).
+        self._shows_window_s = 0.0
+        self._shows_kept = 0
+        # The offers chosen so far in each decision in progress (decision id -> offer id ->
+        # slot id): the other offer slots of the page get the next best ones.
+        self._taken: OrderedDict[str, dict[str, str]] = OrderedDict()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -96,6 +107,9 @@ class OffersPlugin:
             spec.id: offer_rules(spec, upsell, self.redemptions.count)
             for spec in self.catalog.offers
         }
+        capped = [spec.caps for spec in self.catalog.offers if spec.caps.per_visitor]
+        self._shows_window_s = max((caps.window_s for caps in capped), default=0.0)
+        self._shows_kept = max((caps.per_visitor or 0 for caps in capped), default=0)
         hours = any(spec.schedule.hours for spec in self.catalog.offers)
         self._zone = self.settings.zone if hours else None
         await self.redemptions.start(self.settings.budget_refresh_s)
@@ -120,9 +134,13 @@ class OffersPlugin:
         explain = context.request.explain
         inputs = VisitorInputs.from_context(context, self.clock(), self._zone)
         notes: list[str] = []
+        taken = self._taken.get(context.decision_id, {})
         pool = self._pool(params.get(PARAM_POOL), notes)
         verdicts = [self._evaluate(spec, inputs, explain) for spec in pool]
-        ranked = sorted((v for v in verdicts if v.eligible), key=lambda v: -v.offer.priority)
+        ranked = sorted(
+            (v for v in verdicts if v.eligible and v.offer.id not in taken),
+            key=lambda v: -v.offer.priority,
+        )
         chosen = ranked[0] if ranked else None
         requested = self._requested(params.get(PARAM_OFFER_ID), verdicts, inputs, explain, notes)
         if requested is not None:
@@ -130,22 +148,33 @@ class OffersPlugin:
         if chosen is None:
             if not explain:
                 return self.no_offer
-            details = self._explain(verdicts, None, notes)
+            details = self._explain(verdicts, None, notes, taken)
             return dataclasses.replace(self.no_offer, explain=details)
         spec = chosen.offer
         rank = f"priority {spec.priority}"
         if len(ranked) > 1 and chosen is ranked[0]:
             rank += f" (highest of {len(ranked)} eligible)"
-        return Offer(
+        offer = Offer(
             id=spec.id,
             title=spec.title,
             body=spec.body,
             cta_label=spec.cta_label,
             cta_url=spec.cta_url,
-            reason="; ".join([*notes, rank, *chosen.describe_matches(inputs)]),
+            reason="; ".join([*notes, rank, *chosen.public_matches(inputs)]),
             data=self._data[spec.id],
-            explain=self._explain(verdicts, chosen, notes) if explain else EMPTY,
+            explain=self._explain(verdicts, chosen, notes, taken) if explain else EMPTY,
         )
+        self._take(context.decision_id, spec.id, slot.id)
+        return offer
+
+    def _take(self, decision_id: str, offer_id: str, slot_id: str) -> None:
+        """Remember the offer a slot of this decision got, until the decision is observed."""
+        taken = self._taken.get(decision_id)
+        if taken is None:
+            taken = self._taken[decision_id] = {}
+            if len(self._taken) > MAX_OPEN_DECISIONS:
+                self._taken.popitem(last=False)
+        taken.setdefault(offer_id, slot_id)
 
     def _evaluate(self, spec: OfferSpec, inputs: VisitorInputs, complete: bool) -> Verdict:
         return evaluate(spec, self._rules[spec.id], inputs, complete)
@@ -184,11 +213,17 @@ class OffersPlugin:
         if verdict.eligible:
             notes.append(f"requested by slot.params.{PARAM_OFFER_ID}")
             return verdict
-        notes.append(f"requested offer {offer_id} not eligible ({verdict.rejected[0]})")
+        notes.append(
+            f"requested offer {offer_id} not eligible ({verdict.public_rejection(inputs)})"
+        )
         return None
 
     def _explain(
-        self, verdicts: list[Verdict], chosen: Verdict | None, notes: list[str]
+        self,
+        verdicts: list[Verdict],
+        chosen: Verdict | None,
+        notes: list[str],
+        taken: Mapping[str, str],
     ) -> dict[str, Any]:
         """Every offer considered, and why each one lost."""
         considered = []
@@ -197,6 +232,9 @@ class OffersPlugin:
             entry: dict[str, Any] = {"id": spec.id, "kind": spec.kind, "priority": spec.priority}
             if verdict is chosen:
                 entry["outcome"] = "chosen"
+            elif verdict.eligible and spec.id in taken:
+                entry["outcome"] = "taken"
+                entry["rejected"] = [f"chosen for slot {taken[spec.id]}"]
             elif verdict.eligible:
                 entry["outcome"] = "outranked"
                 winner = chosen.offer if chosen else spec
@@ -220,8 +258,10 @@ class OffersPlugin:
     async def journeygate_observe_decision(
         self, context: DecisionContext, blocks: Sequence[Block]
     ) -> None:
-        """Record each show of a frequency-capped offer in the visitor's profile (the shows
-        still inside their offer's window, at most ``per_visitor`` per offer)."""
+        """Record each show of a frequency-capped offer in the visitor's profile, in one
+        atomic store call: concurrent decisions for one visitor each add theirs (rewriting
+        the shows read with the profile would lose all but one)."""
+        self._taken.pop(context.decision_id, None)
         if self.store is None or not context.request.track or not context.stored.store_available:
             return
         shown = [
@@ -234,21 +274,10 @@ class OffersPlugin:
         ]
         if not shown:
             return
-        now = self.clock()
-        shows: dict[str, list[float]] = {}
-        for offer_id, times in read_shows(context.stored.profile.get(SHOWS_FIELD)).items():
-            spec = self.offers.get(offer_id)
-            if spec is not None and spec.caps.per_visitor:
-                shows[offer_id] = [t for t in times if now - t < spec.caps.window_s]
-        for offer_id in shown:
-            shows.setdefault(offer_id, []).append(now)
-        kept = {
-            offer_id: times[-(self.offers[offer_id].caps.per_visitor or 1) :]
-            for offer_id, times in shows.items()
-            if times
-        }
         profile_id = context.stored.profile_id or context.visitor_id
-        await self.store.update_profile(profile_id, {SHOWS_FIELD: kept})
+        await self.store.record_times(
+            profile_id, SHOWS_FIELD, shown, self.clock(), self._shows_window_s, self._shows_kept
+        )
 
     # -- events ------------------------------------------------------------------------------
 

@@ -201,6 +201,34 @@ async def test_concurrent_decisions_record_one_transition(store, visitor_id):
     assert sum(result is not None for result in results) == 1
 
 
+async def test_recorded_times_stay_within_the_window_and_the_count(store, visitor_id):
+    now = float(int(time.time()))
+    shows = {"a": [now - 7200, now - 60], "b": [now - 30], "expired": [now - 7200]}
+    await store.update_profile(visitor_id, {"segment": "vip", "shows": shows, "bad": "x"})
+    await store.record_times(visitor_id, "shows", ["a", "c"], now + 0.2509, 3600, 2)
+    await store.record_times(visitor_id, "shows", ["a"], now + 1.5, 3600, 2)
+    await store.record_times(visitor_id, "bad", ["a"], now, 3600, 2)
+    profile = await store.get_profile(visitor_id)
+    assert profile == {
+        "segment": "vip",
+        "shows": {"a": [now + 0.25, now + 1.5], "b": [now - 30], "c": [now + 0.25]},
+        "bad": {"a": [now]},
+    }
+    # the decide pipeline reads them back with the profile
+    assert (await store.load_visitor(visitor_id, None)).profile == profile
+
+
+async def test_concurrent_recordings_of_times_are_all_kept(store, visitor_id):
+    now = float(int(time.time()))
+    await store.record_times(visitor_id, "shows", ["a"], now - 1, 3600, 100)
+    times = [now + n for n in range(60)]
+    await asyncio.gather(
+        *(store.record_times(visitor_id, "shows", ["a", "b"], at, 3600, 100) for at in times)
+    )
+    shows = (await store.get_profile(visitor_id))["shows"]
+    assert shows == {"a": [now - 1, *times], "b": times}
+
+
 async def test_journey_transitions_are_read_by_time_window(store, visitor_id):
     before = time.time() - 1
     await store.record_stage(visitor_id, "awareness", time.time(), "d1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -9,6 +10,12 @@ from typing import Any, Protocol
 from journeygate.config import EventsConfig, StoreConfig
 from journeygate.model import StoredVisitor
 from journeygate.store.decay import DecayedScore
+
+
+def floor_ms(at: float) -> float:
+    """Epoch seconds to the millisecond, rounded down: a recorded time is never later than
+    it was (a window's end stays exact), and fits the 14 digits Redis's cjson writes."""
+    return math.floor(at * 1000) / 1000
 
 
 class StoreUnavailable(RuntimeError):
@@ -112,6 +119,23 @@ class ProfileStore(Protocol):
         step, so that of concurrent calls for one visitor (two workers scoring two of its
         feedbacks) every one counts. A visitor merged into another one (identify/alias) is
         not written: the profile it was merged into is, as for its events."""
+        ...
+
+    async def record_times(
+        self,
+        visitor_id: str,
+        field: str,
+        names: Sequence[str],
+        at: float,
+        window_s: float,
+        keep: int,
+    ) -> None:
+        """Add ``at`` (:func:`floor_ms`) to the times of each of ``names`` in the profile
+        field ``field``, a JSON object ``{name: [epoch seconds, oldest first]}``, in one
+        atomic step: a frequency cap must count the shows of concurrent decisions, which a
+        read of the profile then :meth:`update_profile` would lose. Times older than
+        ``window_s`` before ``at`` are dropped, and names left without any; each name keeps
+        its newest ``keep``. Refreshes the profile's TTL."""
         ...
 
     async def get_profile(self, visitor_id: str) -> dict[str, Any] | None:

@@ -18,7 +18,9 @@ is ``[store]``'s). Aggregates (``orders``, ``revenue``, ``first_seen``, ...) are
 of ``jg:{v}:profile`` so that the decide pipeline reads them with the profile. Plugins add
 JSON fields to the same hash with ``store.update_profile`` (a fixed set each, no new keys):
 the sentiment plugin writes ``sentiment``, ``sentiment_at``, ``feedback_label`` and
-``feedback_themes`` (at most ``max_themes`` names), with ``store.blend_score``.
+``feedback_themes`` (at most ``max_themes`` names), with ``store.blend_score``. The offers
+plugin adds its shows to ``offer_shows`` with ``store.record_times`` (one atomic Lua call: at
+most the highest ``per_visitor`` times per offer, none older than the longest cap window).
 
 =================================  =======  ==========================  =====================
 key                                type     bound                       TTL

@@ -15,7 +15,7 @@ from typing import Any
 
 from journeygate.config import EventsConfig, StoreConfig
 from journeygate.model import StoredVisitor
-from journeygate.store.base import Applied, MergeStart, RawVisitor, StageTransition
+from journeygate.store.base import Applied, MergeStart, RawVisitor, StageTransition, floor_ms
 from journeygate.store.decay import DecayedScore, blended
 
 
@@ -76,6 +76,10 @@ def _cap(scores: dict[Any, float], max_size: int) -> None:
     """Keep the ``max_size`` highest-scored members (like ZREMRANGEBYRANK on a zset)."""
     while len(scores) > max_size:
         del scores[min(scores, key=lambda member: (scores[member], member))]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _min(mapping: dict[str, Any], name: str, value: float) -> None:
@@ -179,6 +183,33 @@ class MemoryProfileStore:
         visitor = self._visitor(await self.resolve_visitor(visitor_id), create=True)
         assert visitor is not None
         visitor.profile.update(copy.deepcopy(blended(visitor.profile, score)))
+        visitor.expires = self._clock() + self.config.profile_ttl_s
+
+    async def record_times(
+        self,
+        visitor_id: str,
+        field: str,
+        names: Sequence[str],
+        at: float,
+        window_s: float,
+        keep: int,
+    ) -> None:
+        """Atomic as every method here: nothing is awaited between the read and the write."""
+        if not names:
+            return
+        visitor = self._visitor(visitor_id, create=True)
+        assert visitor is not None
+        at = floor_ms(at)
+        stored = visitor.profile.get(field)
+        lists: dict[str, list[float]] = {}
+        for name, times in stored.items() if isinstance(stored, dict) else ():
+            if isinstance(times, list):
+                lists[name] = [t for t in times if _is_number(t) and t > at - window_s]
+        for name in names:
+            lists.setdefault(name, []).append(at)
+        visitor.profile[field] = {
+            name: sorted(times)[-keep:] for name, times in lists.items() if times
+        }
         visitor.expires = self._clock() + self.config.profile_ttl_s
 
     async def get_profile(self, visitor_id: str) -> dict[str, Any] | None:

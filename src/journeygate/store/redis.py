@@ -28,6 +28,7 @@ from journeygate.store.base import (
     RawVisitor,
     StageTransition,
     StoreUnavailable,
+    floor_ms,
 )
 from journeygate.store.batching import Command, CommandBatcher
 from journeygate.store.decay import DecayedScore
@@ -38,6 +39,7 @@ from journeygate.store.scripts import (
     EVENTS_SCRIPT,
     LINK_MERGE_SCRIPT,
     LOAD_VISITOR_SCRIPT,
+    RECORD_TIMES_SCRIPT,
     STAGE_SCRIPT,
 )
 
@@ -185,6 +187,24 @@ class RedisProfileStore:
                 return
             visitor_id = merged_into[0]
         raise StoreUnavailable(f"redis: alias chain of {visitor_id!r} is too long")
+
+    async def record_times(
+        self,
+        visitor_id: str,
+        field: str,
+        names: Sequence[str],
+        at: float,
+        window_s: float,
+        keep: int,
+    ) -> None:
+        """One Lua call on the visitor's profile hash."""
+        if not names:
+            return
+        await self._eval(
+            RECORD_TIMES_SCRIPT,
+            (keys.profile(visitor_id),),
+            (field, floor_ms(at), window_s, keep, self.config.profile_ttl_s, *names),
+        )
 
     async def get_profile(self, visitor_id: str) -> dict[str, Any] | None:
         pipe = self.client.pipeline(transaction=False)

@@ -142,3 +142,44 @@ redis.call('HSET', KEYS[1], 'stage', ARGV[1], 'stage_since', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return {current}
 """
+
+# Add a time to lists in a JSON profile field, {name: [epoch seconds, oldest first]}, in one
+# step, so that concurrent writers (decisions showing a frequency-capped offer) all count.
+# Drops the times before the window and the names left without any; keeps each name's newest.
+# KEYS: profile. ARGV: the field, the time, the window (seconds), how many times a name keeps,
+# the profile TTL, then the names (a name given twice gets the time twice).
+RECORD_TIMES_SCRIPT = """
+local at, keep = tonumber(ARGV[2]), tonumber(ARGV[4])
+local cutoff = at - tonumber(ARGV[3])
+local ok, stored = pcall(cjson.decode, redis.call('HGET', KEYS[1], ARGV[1]) or '{}')
+if not ok or type(stored) ~= 'table' then
+  stored = {}
+end
+local lists = {}
+for name, times in pairs(stored) do
+  if type(name) == 'string' and type(times) == 'table' then
+    local recent = {}
+    for _, t in ipairs(times) do
+      if type(t) == 'number' and t > cutoff then
+        recent[#recent + 1] = t
+      end
+    end
+    lists[name] = recent
+  end
+end
+for i = 6, #ARGV do
+  local times = lists[ARGV[i]] or {}
+  times[#times + 1] = at
+  lists[ARGV[i]] = times
+end
+local kept = {}
+for name, times in pairs(lists) do
+  if #times > 0 then
+    table.sort(times)
+    kept[name] = {unpack(times, math.max(1, #times - keep + 1))}
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(kept))
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
