@@ -16,7 +16,7 @@ import dataclasses
 import datetime as dt
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -255,15 +255,16 @@ class OffersPlugin:
         return details
 
     @hookimpl
-    async def journeygate_observe_decision(
+    def journeygate_observe_decision(
         self, context: DecisionContext, blocks: Sequence[Block]
-    ) -> None:
+    ) -> Awaitable[None] | None:
         """Record each show of a frequency-capped offer in the visitor's profile, in one
         atomic store call: concurrent decisions for one visitor each add theirs (rewriting
-        the shows read with the profile would lose all but one)."""
+        the shows read with the profile would lose all but one). Not a coroutine function:
+        a decision without such a show has nothing to await."""
         self._taken.pop(context.decision_id, None)
         if self.store is None or not context.request.track or not context.stored.store_available:
-            return
+            return None
         shown = [
             block.offer.id
             for block in blocks
@@ -273,24 +274,34 @@ class OffersPlugin:
             and self.offers[block.offer.id].caps.per_visitor
         ]
         if not shown:
-            return
+            return None
         profile_id = context.stored.profile_id or context.visitor_id
-        await self.store.record_times(
+        return self.store.record_times(
             profile_id, SHOWS_FIELD, shown, self.clock(), self._shows_window_s, self._shows_kept
         )
 
     # -- events ------------------------------------------------------------------------------
 
     @hookimpl
-    async def journeygate_observe_event(self, event: Event) -> None:
-        """Count a redemption against the budget of the offer whose coupon the event carries."""
+    def journeygate_observe_event(self, event: Event) -> Awaitable[None] | None:
+        """Count a redemption against the budget of the offer whose coupon the event carries.
+
+        Not a coroutine function: the worker calls it for every event, and only orders with
+        a coupon have anything to await."""
         if not self._coupons or event.name not in self.settings.redemption_events:
-            return
+            return None
         properties = event.properties
         codes = {
             str(properties[name]).lower() for name in COUPON_PROPERTIES if properties.get(name)
         }
+        offer_ids = [offer_id for code in codes for offer_id in self._coupons.get(code, ())]
+        if not offer_ids:
+            return None
         redemption_id = str(properties.get("order_id") or event.message_id)
-        for code in codes:
-            for offer_id in self._coupons.get(code, ()):
-                await self.redemptions.record(offer_id, redemption_id, event.timestamp)
+        return self._record_redemptions(offer_ids, redemption_id, event.timestamp)
+
+    async def _record_redemptions(
+        self, offer_ids: Sequence[str], redemption_id: str, at: float
+    ) -> None:
+        for offer_id in offer_ids:
+            await self.redemptions.record(offer_id, redemption_id, at)

@@ -306,11 +306,8 @@ class Verdict:
     offer: OfferSpec
     rules: tuple[Rule, ...]
     matched: list[str] = field(default_factory=list)
-    rejected: list[str] = field(default_factory=list)
-
-    @property
-    def eligible(self) -> bool:
-        return not self.rejected
+    rejected: list[str] = field(default_factory=list)  # written only by a complete evaluation
+    eligible: bool = True
 
     def public_matches(self, inputs: VisitorInputs) -> list[str]:
         """Why every rule passed, for the winner's reason, which every client reads: the
@@ -326,16 +323,17 @@ class Verdict:
 def evaluate(
     offer: OfferSpec, rules: tuple[Rule, ...], inputs: VisitorInputs, complete: bool
 ) -> Verdict:
-    """Run an offer's rules. Unless ``complete``, stop at the first failing rule and leave
-    the words for the rules that passed unwritten (most offers lose; only the winner's
-    reason needs them)."""
+    """Run an offer's rules. Unless ``complete`` (``explain``), stop at the first failing
+    rule and write no words: most offers lose, and what a client reads is built when needed
+    (:meth:`Verdict.public_matches` for the winner, :meth:`Verdict.public_rejection`)."""
     verdict = Verdict(offer, rules)
     for rule in rules:
         if rule.passes(inputs):
             if complete:
                 verdict.matched.append(rule.describe(inputs, True))
         else:
-            verdict.rejected.append(rule.describe(inputs, False))
+            verdict.eligible = False
             if not complete:
                 break
+            verdict.rejected.append(rule.describe(inputs, False))
     return verdict
