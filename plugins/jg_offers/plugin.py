@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -48,6 +49,9 @@ PARAM_OFFER_ID = "offer_id"  # serve this offer when it is eligible
 PARAM_POOL = "offers"  # choose only among these offer ids
 PARAM_HOLDOUT = "holdout"  # true: answer nothing, the default content is served
 COUPON_PROPERTIES = ("coupon", "coupon_id", "coupon_name")
+# Decisions whose offers are remembered until they are observed; a decision that never is
+# (it failed) is forgotten past this many.
+MAX_OPEN_DECISIONS = 4096
 
 
 class OffersPlugin:
@@ -69,6 +73,9 @@ class OffersPlugin:
         # the highest per_visitor (enough for every offer's cap).
         self._shows_window_s = 0.0
         self._shows_kept = 0
+        # The offers chosen so far in each decision in progress (decision id -> offer id ->
+        # slot id): the other offer slots of the page get the next best ones.
+        self._taken: OrderedDict[str, dict[str, str]] = OrderedDict()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -127,9 +134,13 @@ class OffersPlugin:
         explain = context.request.explain
         inputs = VisitorInputs.from_context(context, self.clock(), self._zone)
         notes: list[str] = []
+        taken = self._taken.get(context.decision_id, {})
         pool = self._pool(params.get(PARAM_POOL), notes)
         verdicts = [self._evaluate(spec, inputs, explain) for spec in pool]
-        ranked = sorted((v for v in verdicts if v.eligible), key=lambda v: -v.offer.priority)
+        ranked = sorted(
+            (v for v in verdicts if v.eligible and v.offer.id not in taken),
+            key=lambda v: -v.offer.priority,
+        )
         chosen = ranked[0] if ranked else None
         requested = self._requested(params.get(PARAM_OFFER_ID), verdicts, inputs, explain, notes)
         if requested is not None:
@@ -137,13 +148,13 @@ class OffersPlugin:
         if chosen is None:
             if not explain:
                 return self.no_offer
-            details = self._explain(verdicts, None, notes)
+            details = self._explain(verdicts, None, notes, taken)
             return dataclasses.replace(self.no_offer, explain=details)
         spec = chosen.offer
         rank = f"priority {spec.priority}"
         if len(ranked) > 1 and chosen is ranked[0]:
             rank += f" (highest of {len(ranked)} eligible)"
-        return Offer(
+        offer = Offer(
             id=spec.id,
             title=spec.title,
             body=spec.body,
@@ -151,8 +162,23 @@ class OffersPlugin:
             cta_url=spec.cta_url,
             reason="; ".join([*notes, rank, *chosen.describe_matches(inputs)]),
             data=self._data[spec.id],
-            explain=self._explain(verdicts, chosen, notes) if explain else EMPTY,
+            explain=self._explain(verdicts, chosen, notes, taken) if explain else EMPTY,
         )
+        self._take(context, spec.id, slot.id)
+        return offer
+
+    def _take(self, context: DecisionContext, offer_id: str, slot_id: str) -> None:
+        """Remember the offer a slot got for the decision's other offer slots, until the
+        decision is observed (most pages have one offer slot: nothing to remember)."""
+        if sum(slot.kind == "offer" for slot in context.request.slots) < 2:
+            return
+        decision_id = context.decision_id
+        taken = self._taken.get(decision_id)
+        if taken is None:
+            taken = self._taken[decision_id] = {}
+            if len(self._taken) > MAX_OPEN_DECISIONS:
+                self._taken.popitem(last=False)
+        taken.setdefault(offer_id, slot_id)
 
     def _evaluate(self, spec: OfferSpec, inputs: VisitorInputs, complete: bool) -> Verdict:
         return evaluate(spec, self._rules[spec.id], inputs, complete)
@@ -195,7 +221,11 @@ class OffersPlugin:
         return None
 
     def _explain(
-        self, verdicts: list[Verdict], chosen: Verdict | None, notes: list[str]
+        self,
+        verdicts: list[Verdict],
+        chosen: Verdict | None,
+        notes: list[str],
+        taken: Mapping[str, str],
     ) -> dict[str, Any]:
         """Every offer considered, and why each one lost."""
         considered = []
@@ -204,6 +234,9 @@ class OffersPlugin:
             entry: dict[str, Any] = {"id": spec.id, "kind": spec.kind, "priority": spec.priority}
             if verdict is chosen:
                 entry["outcome"] = "chosen"
+            elif verdict.eligible and spec.id in taken:
+                entry["outcome"] = "taken"
+                entry["rejected"] = [f"chosen for slot {taken[spec.id]}"]
             elif verdict.eligible:
                 entry["outcome"] = "outranked"
                 winner = chosen.offer if chosen else spec
@@ -230,6 +263,7 @@ class OffersPlugin:
         """Record each show of a frequency-capped offer in the visitor's profile, in one
         atomic store call: concurrent decisions for one visitor each add theirs (rewriting
         the shows read with the profile would lose all but one)."""
+        self._taken.pop(context.decision_id, None)
         if self.store is None or not context.request.track or not context.stored.store_available:
             return
         shown = [

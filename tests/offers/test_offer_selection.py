@@ -289,6 +289,46 @@ async def test_experiment_params_pick_restrict_or_hold_out(gateway, tmp_path):
     assert block["source"] == "fallback" and block["offer"]["id"] == DEFAULT_OFFER
 
 
+async def decide_slots(client, slots, explain=False):
+    """One decision for several offer slots: {slot id: its block}, and the whole answer."""
+    body = {
+        "visitor_id": "v1",
+        "session_id": "s-1",
+        "context": {"page": {"type": "home"}},
+        "slots": slots,
+        "explain": explain,
+    }
+    response = await client.post("/v1/decide", json=body)
+    assert response.status == 200, await response.text()
+    answer = await response.json()
+    return {block["slot"]: block for block in answer["blocks"]}, answer
+
+
+async def test_offer_slots_of_one_decision_get_different_offers(gateway, tmp_path):
+    client = await start(gateway, tmp_path, EXPERIMENT)
+    slots = [{"id": "hero", "kind": "offer"}, {"id": "side", "kind": "offer"}]
+    blocks, answer = await decide_slots(client, slots, explain=True)
+    assert blocks["hero"]["offer"]["id"] == "a"
+    assert blocks["side"]["offer"]["id"] == "b"  # the next best, not "a" again
+    (side,) = [
+        c["explanations"]["offers"]
+        for c in answer["explain"]["calls"]
+        if "explanations" in c and c["slot"] == "side"
+    ]
+    taken = {e["id"]: e for e in side["considered"]}["a"]
+    assert (taken["outcome"], taken["rejected"]) == ("taken", ["chosen for slot hero"])
+    # the next decision starts afresh; a slot that pins an offer gets it even when taken
+    pinned = {"id": "footer", "kind": "offer", "params": {"offer_id": "a"}}
+    blocks, _ = await decide_slots(client, [*slots, {"id": "third", "kind": "offer"}, pinned])
+    chosen = {slot: block["offer"]["id"] for slot, block in blocks.items()}
+    assert chosen == {"hero": "a", "side": "b", "third": "c", "footer": "a"}
+    # nothing eligible left for a slot: the usual answer when none is eligible
+    blocks, _ = await decide_slots(
+        client, [*slots, {"id": "only-a", "kind": "offer", "params": {"offers": ["a"]}}]
+    )
+    assert blocks["only-a"]["offer"]["id"] == DEFAULT_OFFER
+
+
 async def test_offer_text_is_escaped_in_html(gateway, tmp_path):
     client = await start(
         gateway,
