@@ -160,7 +160,7 @@ class OffersPlugin:
             body=spec.body,
             cta_label=spec.cta_label,
             cta_url=spec.cta_url,
-            reason="; ".join([*notes, rank, *chosen.describe_matches(inputs)]),
+            reason="; ".join([*notes, rank, *chosen.public_matches(inputs)]),
             data=self._data[spec.id],
             explain=self._explain(verdicts, chosen, notes, taken) if explain else EMPTY,
         )
@@ -217,7 +217,9 @@ class OffersPlugin:
         if verdict.eligible:
             notes.append(f"requested by slot.params.{PARAM_OFFER_ID}")
             return verdict
-        notes.append(f"requested offer {offer_id} not eligible ({verdict.rejected[0]})")
+        notes.append(
+            f"requested offer {offer_id} not eligible ({verdict.public_rejection(inputs)})"
+        )
         return None
 
     def _explain(

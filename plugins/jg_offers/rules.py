@@ -120,6 +120,10 @@ class Rule:
 
     passes: Callable[[VisitorInputs], bool]
     describe: Callable[[VisitorInputs, bool], str]
+    # Set for a rule whose words name internal numbers (budget counts), which only
+    # ``explain`` shows: what the offer's public reason says when it fails (nothing when it
+    # passes).
+    public_failure: str | None = None
 
 
 def _one_of(label: str, attribute: str, allowed: frozenset[str]) -> Rule:
@@ -269,7 +273,7 @@ def _budget(offer_id: str, budget: int, redeemed: Callable[[str], int]) -> Rule:
             return f"budget {count}/{budget} redeemed"
         return f"budget exhausted: {count}/{budget} redeemed"
 
-    return Rule(lambda inputs: redeemed(offer_id) < budget, describe)
+    return Rule(lambda inputs: redeemed(offer_id) < budget, describe, "budget exhausted")
 
 
 def _prefixed(prefix: str, rule: Rule) -> Rule:
@@ -308,11 +312,15 @@ class Verdict:
     def eligible(self) -> bool:
         return not self.rejected
 
-    def describe_matches(self, inputs: VisitorInputs) -> list[str]:
-        """Why every rule passed (for the winner's reason, when the verdict skipped them)."""
-        if not self.matched:
-            self.matched = [rule.describe(inputs, True) for rule in self.rules]
-        return self.matched
+    def public_matches(self, inputs: VisitorInputs) -> list[str]:
+        """Why every rule passed, for the winner's reason, which every client reads: the
+        rules with internal words go unsaid."""
+        return [rule.describe(inputs, True) for rule in self.rules if rule.public_failure is None]
+
+    def public_rejection(self, inputs: VisitorInputs) -> str:
+        """Why the offer is not eligible (its first failing rule), in words a client may read."""
+        rule = next(rule for rule in self.rules if not rule.passes(inputs))
+        return rule.public_failure or rule.describe(inputs, False)
 
 
 def evaluate(

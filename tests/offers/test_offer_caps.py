@@ -118,6 +118,11 @@ async def send(client, *events):
     await eventkit.apply_pending(client)
 
 
+def considered(block):
+    (entry,) = [c for c in block["_body"]["explain"]["calls"] if "explanations" in c]
+    return {e["id"]: e for e in entry["explanations"]["offers"]["considered"]}
+
+
 async def test_budget_cap_counts_redemptions_from_events(gateway, tmp_path, backend, redis_url):
     url = eventkit.fresh_redis_url(redis_url)
     client = await start(gateway, tmp_path, BUDGETED, backend, url, budget_refresh_s=0.05)
@@ -130,14 +135,20 @@ async def test_budget_cap_counts_redemptions_from_events(gateway, tmp_path, back
         order("buyer-2", "O-2"),  # no coupon
         eventkit.event("Coupon Denied", "buyer-2", coupon_id="SAVE5"),  # not a redemption
     )
-    block = await decide(client, "v1")
-    assert block["offer"]["id"] == "save5" and "budget 1/2 redeemed" in block["offer"]["reason"]
+    # the counts are internal: only explain shows them, never the offer's public reason
+    block = await decide(client, "v1", explain=True)
+    assert block["offer"]["id"] == "save5"
+    assert block["offer"]["reason"] == "priority 10 (highest of 3 eligible)"
+    assert "budget 1/2 redeemed" in considered(block)["save5"]["matched"]
+    assert (await decide(client, "v1"))["offer"]["reason"] == block["offer"]["reason"]
     await send(client, order("buyer-3", "O-3", coupon="save5"))
     block = await decide(client, "v1", explain=True)
     assert block["offer"]["id"] == "rare"
-    (entry,) = [c for c in block["_body"]["explain"]["calls"] if "explanations" in c]
-    save5 = entry["explanations"]["offers"]["considered"][0]
-    assert save5["rejected"] == ["budget exhausted: 2/2 redeemed"]
+    assert considered(block)["save5"]["rejected"] == ["budget exhausted: 2/2 redeemed"]
+    block = await decide(client, "v1", params={"offer_id": "save5"})
+    assert block["offer"]["reason"] == (
+        "requested offer save5 not eligible (budget exhausted); priority 5 (highest of 2 eligible)"
+    )
     if backend == "redis":
         direct = redis.Redis.from_url(url, decode_responses=True)
         key = keys.offer_redemptions("save5")
