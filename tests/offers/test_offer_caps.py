@@ -5,6 +5,7 @@ the in-process store."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 
 import pytest
@@ -173,3 +174,16 @@ async def test_budget_counts_from_other_processes_are_refreshed_in_the_backgroun
         await asyncio.sleep(0.02)
     block = await decide(client, "v1", params={"offers": ["rare", "plain"]})
     assert block["offer"]["id"] == "plain"
+
+
+async def test_closing_stops_the_refresher_even_in_the_middle_of_a_refresh(redis_url):
+    """A gateway stops whenever it is told to: closing the budget counts while a refresh is
+    waiting on Redis stops the refresher (the Redis client may swallow the cancellation)."""
+    url = eventkit.fresh_redis_url(redis_url)
+    for _ in range(40):
+        redemptions = Redemptions({"rare": 1}, url, ttl_s=60)
+        await redemptions.start(0)  # refreshing back to back: a close lands mid-refresh
+        await asyncio.sleep(random.uniform(0, 0.003))
+        closing = asyncio.create_task(redemptions.close())
+        done, _ = await asyncio.wait({closing}, timeout=5)
+        assert done, "the refresher did not stop"
