@@ -40,6 +40,7 @@ from jg_offers.plugin import OffersPlugin
 from journeygate.builtins.fallback import FallbackPlugin
 from journeygate.catalog import Catalog
 from journeygate.config import load_config
+from journeygate.hookspecs import ROLE_EMBEDDED
 from journeygate.model import (
     Block,
     CartItem,
@@ -133,7 +134,7 @@ async def run(count: int, rounds: int) -> None:
     config = load_config(overrides={"store": {"backend": "memory"}})
     store = open_store(config.store, "memory", config.events)
     offers = OffersPlugin()
-    await offers.journeygate_startup(config=config, store=store)
+    await offers.journeygate_startup(config=config, store=store, role=ROLE_EMBEDDED)
     fallback = FallbackPlugin()
     fallback.journeygate_startup(config=config, catalog=Catalog(()))
     plain, explained = contexts(count, False), contexts(count, True)

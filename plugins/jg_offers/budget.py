@@ -90,6 +90,7 @@ class Redemptions:
         self._refresher = asyncio.create_task(self._refresh_every(interval_s))
 
     async def _refresh_every(self, interval_s: float) -> None:
+        task = asyncio.current_task()
         failing = False
         while True:
             await asyncio.sleep(interval_s)
@@ -100,6 +101,11 @@ class Redemptions:
                 if not failing:  # log when it starts failing, not on every interval
                     log.warning("offer budgets: refresh failed, keeping the last counts: %s", exc)
                 failing = True
+            if task is not None and task.cancelling():
+                # close() cancelled the refresh, and the Redis client swallowed it: Python
+                # 3.11's asyncio.wait_for (redis-py's socket timeout) returns a reply that
+                # arrived with the cancellation. Stop anyway, or close() waits forever.
+                raise asyncio.CancelledError
 
     async def close(self) -> None:
         if self._refresher is not None:

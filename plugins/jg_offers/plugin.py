@@ -2,11 +2,11 @@
 
 ``journeygate_choose_offer`` is synchronous and does no I/O: every input is in the decision
 context (the visitor's state from other plugins, the request, the stored profile with the
-visitor's recent offer shows), and budget counts are refreshed in the background. Shows are
-recorded after the response (``journeygate_observe_decision``) into the profile, with one
-atomic ``store.record_times`` (concurrent decisions for one visitor all count), so the next
-decision reads them with the profile it loads anyway; redemptions are counted from events
-(``journeygate_observe_event``).
+visitor's recent offer shows), and budget counts are refreshed in the background (by the
+processes that decide, not by the event worker). Shows are recorded after the response
+(``journeygate_observe_decision``) into the profile, with one atomic ``store.record_times``
+(concurrent decisions for one visitor all count), so the next decision reads them with the
+profile it loads anyway; redemptions are counted from events (``journeygate_observe_event``).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from journeygate import hookimpl
 from journeygate.builtins.fallback import default_offer
 from journeygate.config import AppConfig
 from journeygate.events.schema import Event
+from journeygate.hookspecs import ROLE_EMBEDDED, ROLE_GATEWAY
 from journeygate.model import EMPTY, Block, DecisionContext, Offer, SlotRequest
 from journeygate.store import ProfileStore
 
@@ -49,6 +50,8 @@ PARAM_OFFER_ID = "offer_id"  # serve this offer when it is eligible
 PARAM_POOL = "offers"  # choose only among these offer ids
 PARAM_HOLDOUT = "holdout"  # true: answer nothing, the default content is served
 COUPON_PROPERTIES = ("coupon", "coupon_id", "coupon_name")
+# The processes that decide, and so read budget counts (see journeygate_startup's role).
+DECIDING_ROLES = frozenset({ROLE_GATEWAY, ROLE_EMBEDDED})
 # Decisions whose offers are remembered until they are observed; a decision that never is
 # (it failed) is forgotten past this many.
 MAX_OPEN_DECISIONS = 4096
@@ -80,7 +83,7 @@ class OffersPlugin:
     # -- lifecycle -----------------------------------------------------------------------
 
     @hookimpl
-    async def journeygate_startup(self, config: AppConfig, store: ProfileStore) -> None:
+    async def journeygate_startup(self, config: AppConfig, store: ProfileStore, role: str) -> None:
         self.settings = OffersSettings.read(config.plugin_config(PLUGIN_NAME).settings)
         self.catalog = load_catalog(config.resolve_path(self.settings.catalog), self.settings.zone)
         self.offers = self.catalog.by_id()
@@ -112,7 +115,8 @@ class OffersPlugin:
         self._shows_kept = max((caps.per_visitor or 0 for caps in capped), default=0)
         hours = any(spec.schedule.hours for spec in self.catalog.offers)
         self._zone = self.settings.zone if hours else None
-        await self.redemptions.start(self.settings.budget_refresh_s)
+        if role in DECIDING_ROLES:  # a worker only counts redemptions, it reads none
+            await self.redemptions.start(self.settings.budget_refresh_s)
 
     @hookimpl
     async def journeygate_shutdown(self) -> None:
@@ -164,11 +168,15 @@ class OffersPlugin:
             data=self._data[spec.id],
             explain=self._explain(verdicts, chosen, notes, taken) if explain else EMPTY,
         )
-        self._take(context.decision_id, spec.id, slot.id)
+        self._take(context, spec.id, slot.id)
         return offer
 
-    def _take(self, decision_id: str, offer_id: str, slot_id: str) -> None:
-        """Remember the offer a slot of this decision got, until the decision is observed."""
+    def _take(self, context: DecisionContext, offer_id: str, slot_id: str) -> None:
+        """Remember the offer a slot got for the decision's other offer slots, until the
+        decision is observed (most pages have one offer slot: nothing to remember)."""
+        if sum(slot.kind == "offer" for slot in context.request.slots) < 2:
+            return
+        decision_id = context.decision_id
         taken = self._taken.get(decision_id)
         if taken is None:
             taken = self._taken[decision_id] = {}

@@ -5,6 +5,7 @@ the in-process store."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 
 import pytest
@@ -12,7 +13,11 @@ import redis
 from offerkit import Clock, decide, eventkit, plugin_of, start, wait_for_shows
 
 from jg_offers.budget import Redemptions
+from jg_offers.plugin import OffersPlugin
+from journeygate.events.worker import serve
+from journeygate.registry import build_plugin_manager
 from journeygate.store import keys
+from testkit import settle
 
 CAPPED = """
 [[offers]]
@@ -173,3 +178,51 @@ async def test_budget_counts_from_other_processes_are_refreshed_in_the_backgroun
         await asyncio.sleep(0.02)
     block = await decide(client, "v1", params={"offers": ["rare", "plain"]})
     assert block["offer"]["id"] == "plain"
+
+
+async def test_closing_stops_the_refresher_even_in_the_middle_of_a_refresh(redis_url):
+    """A gateway stops whenever it is told to: closing the budget counts while a refresh is
+    waiting on Redis stops the refresher (the Redis client may swallow the cancellation)."""
+    url = eventkit.fresh_redis_url(redis_url)
+    for _ in range(40):
+        redemptions = Redemptions({"rare": 1}, url, ttl_s=60)
+        await redemptions.start(0)  # refreshing back to back: a close lands mid-refresh
+        await asyncio.sleep(random.uniform(0, 0.003))
+        closing = asyncio.create_task(redemptions.close())
+        done, _ = await asyncio.wait({closing}, timeout=5)
+        assert done, "the refresher did not stop"
+
+
+async def test_only_deciding_processes_refresh_budget_counts(
+    gateway, make_config, tmp_path, redis_url
+):
+    """The event worker counts redemptions (it observes the events) and decides nothing: it
+    never reads the counts back, the gateway does."""
+    url = eventkit.fresh_redis_url(redis_url)
+    client = await start(gateway, tmp_path, BUDGETED, "redis", url, budget_refresh_s=0.05)
+    settings = {"catalog": str(tmp_path / "offers.toml"), "budget_refresh_s": 0.05}
+    config = make_config(**eventkit.overrides("redis", url), plugin={"offers": settings})
+    in_worker = OffersPlugin(Clock())
+    pm = build_plugin_manager(config, load_entrypoints=False, extra_plugins=[("offers", in_worker)])
+    stop = asyncio.Event()
+    running = asyncio.create_task(serve(config, pm, consumer="offers-test", stop=stop))
+    try:
+
+        async def started() -> bool:
+            return bool(in_worker.catalog.offers)
+
+        await settle(started)
+        elsewhere = Redemptions({"rare": 1}, url, ttl_s=60)
+        await elsewhere.record("rare", "O-9", time.time())
+        await elsewhere.close()
+
+        async def gateway_refreshed() -> bool:
+            return plugin_of(client).redemptions.count("rare") == 1
+
+        await settle(gateway_refreshed)
+        await asyncio.sleep(0.25)  # five more refresh intervals
+        assert in_worker.redemptions.count("rare") == 0
+        assert pm.has_plugin("offers")  # started, not disabled
+    finally:
+        stop.set()
+        await running
