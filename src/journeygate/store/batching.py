@@ -48,6 +48,7 @@ class CommandBatcher:
         self._batch: list[tuple[Sequence[Command], asyncio.Future[list[Any]]]] = []
         self._batch_commands = 0
         self._sending: set[asyncio.Task[None]] = set()
+        self._deadline: asyncio.TimerHandle | None = None  # the open batch's
 
     async def execute(self, commands: Sequence[Command]) -> list[Any]:
         """The replies to ``commands`` in order; a command Redis refused is its exception
@@ -58,8 +59,8 @@ class CommandBatcher:
         if not self._batch:
             loop.call_soon(self._send)
             # one timer per batch, not one per caller: callers join a batch within one loop
-            # iteration, so they share its deadline
-            loop.call_later(self.timeout_s, self._expire, self._batch)
+            # iteration, so they share its deadline (cancelled when the replies come)
+            self._deadline = loop.call_later(self.timeout_s, self._expire, self._batch)
         self._batch.append((commands, reply))
         self._batch_commands += len(commands)
         if self._batch_commands >= MAX_BATCH_COMMANDS:
@@ -80,11 +81,23 @@ class CommandBatcher:
         """Start sending the commands collected so far (a no-op when already sent)."""
         batch, self._batch, self._batch_commands = self._batch, [], 0
         if batch:
-            task = asyncio.get_running_loop().create_task(self._round_trip(batch))
+            deadline, self._deadline = self._deadline, None
+            task = asyncio.get_running_loop().create_task(self._round_trip(batch, deadline))
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
 
     async def _round_trip(
+        self,
+        batch: list[tuple[Sequence[Command], asyncio.Future[list[Any]]]],
+        deadline: asyncio.TimerHandle | None,
+    ) -> None:
+        try:
+            await self._send_batch(batch)
+        finally:
+            if deadline is not None:
+                deadline.cancel()  # a timer left to fire would wake an idle loop for nothing
+
+    async def _send_batch(
         self, batch: list[tuple[Sequence[Command], asyncio.Future[list[Any]]]]
     ) -> None:
         pipe = self.client.pipeline(transaction=False)
