@@ -12,8 +12,13 @@ What runs
       connections (closed loop: each worker sends its next request when the last one answered).
 
 What is measured
-    For every concurrency level (default 1, 8, 32) and each server: a short warm-up, then a
-    fixed number of requests. Gateway requests are realistic product-page decisions (500
+    First a priming pass per server: every distinct request of the pool (``--body-pool``,
+    2,000) once, at concurrency 8, its throughput and CPU per request printed apart. The
+    gateway computes each product page's recommendations and renders each block for the
+    first time there; without it the first level measured would pay for all those cache
+    misses and the others for none, so the order of the levels would decide the figures.
+    Then, for every concurrency level (default 1, 8, 32) and each server: a short warm-up,
+    then a fixed number of requests. Gateway requests are realistic product-page decisions (500
     visitors, a few sessions each, a product page and one cart item from ``var/catalog.csv``,
     a recommendations slot and an offer slot); baseline requests are ``GET /profile/{visitor}``.
     Every response must be 200; anything else, and every client exception, is an error.
@@ -86,6 +91,7 @@ SLOTS = (
 )
 SESSIONS_PER_VISITOR = 3
 TARGET_THROUGHPUT_CONCURRENCY = 32
+PRIMING_CONCURRENCY = 8  # the pass that sends every distinct request once, before the levels
 TARGET_THROUGHPUT_RATIO = 0.5
 TARGET_P99_CONCURRENCY = 8
 TARGET_P99_RATIO = 2.0
@@ -442,6 +448,11 @@ class Workload:
     bodies: Sequence[bytes] | None = None
     metrics_path: str | None = None
 
+    @property
+    def distinct(self) -> int:
+        """How many different requests it cycles through."""
+        return max(len(self.paths), len(self.bodies or ()))
+
     def request(self, index: int) -> tuple[str, bytes | None]:
         path = self.paths[index % len(self.paths)]
         body = self.bodies[index % len(self.bodies)] if self.bodies else None
@@ -561,6 +572,24 @@ async def measure(
     return result
 
 
+async def prime(workload: Workload, server: Server, args: argparse.Namespace) -> RunResult:
+    """Send every distinct request of the pool once (at concurrency 8), before any level is
+    measured: the gateway computes each product's recommendations and renders each block for
+    the first time here, so that every level meets the same warm caches and the order of the
+    levels does not decide which one pays for the misses. Its cost is reported apart."""
+    connector = aiohttp.TCPConnector(limit=PRIMING_CONCURRENCY)
+    timeout = aiohttp.ClientTimeout(total=args.request_timeout)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        cpu_before = server.cpu_seconds()
+        result = await drive(
+            session, workload, workload.distinct, PRIMING_CONCURRENCY, 0, args.run_timeout
+        )
+        cpu_after = server.cpu_seconds()
+    if cpu_before is not None and cpu_after is not None and result.ok:
+        result.cpu_ms_per_request = (cpu_after - cpu_before) * 1000 / result.ok
+    return result
+
+
 async def smoke_check(gateway_url: str, body: bytes) -> dict[str, Any]:
     """One explained decision, before any load: the gateway must answer it with 200."""
     explained = json.loads(body) | {"explain": True}
@@ -669,6 +698,7 @@ class Report:
     targets: list[dict[str, Any]] = field(default_factory=list)
     gateway: GatewayCounters | None = None
     smoke: dict[str, Any] = field(default_factory=dict)
+    priming: list[RunResult] = field(default_factory=list)
 
     def run(self, target: str, concurrency: int) -> RunResult | None:
         for result in self.runs:
@@ -712,6 +742,7 @@ class Report:
         return {
             "settings": self.settings,
             "environment": self.environment,
+            "priming": [asdict(result) for result in self.priming],
             "runs": [asdict(result) for result in self.runs],
             "ratios": self.ratios,
             "targets": self.targets,
@@ -835,6 +866,15 @@ async def run_benchmark(args: argparse.Namespace, servers: Servers, visitors: li
         runs=[],
         smoke=smoke,
     )
+    for workload, server in workloads:
+        primed = await prime(workload, server, args)
+        report.priming.append(primed)
+        print(
+            f"primed {workload.target}: every one of the {primed.requests} distinct requests "
+            f"once, {primed.rps:,.0f} req/s, "
+            f"{_fmt(primed.cpu_ms_per_request)} cpu ms/req",
+            flush=True,
+        )
     for concurrency in args.concurrency:
         for workload, server in workloads:
             print(
