@@ -129,6 +129,33 @@ async def test_cli_worker_applies_events_and_stops_cleanly(gateway, url, catalog
     assert "stopping after 2 events applied" in output
 
 
+async def test_a_stopped_worker_applies_what_it_read_ahead(gateway, url, catalog_path):
+    """The worker reads the next batch while applying one; stopped (SIGTERM) in the middle of
+    a backlog, it applies that batch too, rather than leaving it pending for minutes."""
+    client = await gateway(**overrides("redis", url))
+    customers = [f"ahead-{index}" for index in range(8)]
+    for batch in range(60):
+        body = {
+            "events": [
+                event("Product Viewed", customer, product_id=f"P{batch}") for customer in customers
+            ]
+        }
+        assert (await client.post("/v1/events", json=body, headers=basic())).status == 200
+    redis_client = redis.Redis.from_url(url, decode_responses=True)
+    process = start_worker(worker_env(url, catalog_path, read_count=1), "ahead-worker")
+    try:
+        assert await asyncio.to_thread(
+            wait_for, lambda: totals(redis_client, customers)[2] > 0, 30.0, 0.005
+        )
+    finally:
+        output = await asyncio.to_thread(stop, process)
+    assert process.returncode == 0, output
+    applied = int(re.search(r"stopping after (\d+) events applied", output).group(1))
+    assert pending(redis_client, "ahead-worker") == 0
+    assert totals(redis_client, customers)[2] == applied
+    assert applied < 60 * len(customers), "the backlog was drained before the stop"
+
+
 def test_worker_needs_redis(catalog_path):
     env = {**os.environ, "JOURNEYGATE_CATALOG__PATH": str(catalog_path)}
     env.pop("REDIS_URL", None)

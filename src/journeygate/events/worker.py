@@ -232,37 +232,61 @@ class Worker:
         last_claim = last_trim = 0.0
         outage = Outage(cfg.idle_sleep_ms / 1000)
         group_missing = False
-        while not stop.is_set():
-            try:
-                if group_missing:
-                    await self.recreate_groups()
-                    group_missing = False
-                entries = backlog
-                backlog = []
-                if time.monotonic() - last_trim >= cfg.trim_interval_ms / 1000:
-                    last_trim = time.monotonic()
-                    await self.streams.trim_acknowledged()
-                if time.monotonic() - last_claim >= cfg.claim_interval_ms / 1000:
-                    last_claim = time.monotonic()
-                    claimed = await self.streams.claim(self.consumer)
-                    if claimed:
-                        log.info("reclaimed %d entries from stopped workers", len(claimed))
-                        self.metrics.entries_reclaimed.inc(len(claimed))
-                    entries += claimed
-                entries += await self.streams.read(self.consumer)
-                if entries:
-                    await self.process(entries)
-                outage.recovered()
-                if entries:
-                    continue
-            except GroupMissing:
-                outage.recovered()  # Redis answers; the groups are created in the next round
-                group_missing = True
-            except StoreUnavailable as exc:
-                outage.failed(exc)
-                self.metrics.redis_errors.inc()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), outage.sleep_s)
+        # The next read, sent while a batch is applied: Redis serves it (and runs the batch's
+        # scripts) while this process decodes, instead of the two taking turns.
+        ahead: asyncio.Task[list[Entry]] | None = None
+        try:
+            while not stop.is_set():
+                try:
+                    if group_missing:
+                        await self.recreate_groups()
+                        group_missing = False
+                    entries = backlog
+                    backlog = []
+                    if time.monotonic() - last_trim >= cfg.trim_interval_ms / 1000:
+                        last_trim = time.monotonic()
+                        await self.streams.trim_acknowledged()
+                    if time.monotonic() - last_claim >= cfg.claim_interval_ms / 1000:
+                        last_claim = time.monotonic()
+                        claimed = await self.streams.claim(self.consumer)
+                        if claimed:
+                            log.info("reclaimed %d entries from stopped workers", len(claimed))
+                            self.metrics.entries_reclaimed.inc(len(claimed))
+                        entries += claimed
+                    if ahead is not None:
+                        read, ahead = ahead, None
+                        entries += await read
+                    else:
+                        entries += await self.streams.read(self.consumer)
+                    if entries:
+                        ahead = asyncio.create_task(self.streams.read(self.consumer))
+                        await self.process(entries)
+                    outage.recovered()
+                    if entries:
+                        continue
+                except GroupMissing:
+                    outage.recovered()  # Redis answers; the groups are created next round
+                    group_missing = True
+                except StoreUnavailable as exc:
+                    outage.failed(exc)
+                    self.metrics.redis_errors.inc()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), outage.sleep_s)
+        finally:
+            if ahead is not None and stop.is_set():
+                await self._apply_read_ahead(ahead)
+            elif ahead is not None:  # cancelled, or failed: the entries stay pending
+                ahead.cancel()
+
+    async def _apply_read_ahead(self, ahead: asyncio.Task[list[Entry]]) -> None:
+        """On the way out, apply what the read sent ahead got: left pending, those entries
+        would wait ``claim_idle_ms`` for another worker to reclaim them."""
+        try:
+            entries = await ahead
+            if entries:
+                await self.process(entries)
+        except StoreUnavailable as exc:
+            log.warning("entries read ahead are left pending for another worker: %s", exc)
 
 
 def _events(entries: list[Entry]) -> list[dict[str, Any]]:
