@@ -6,6 +6,7 @@ import time
 
 from journeygate import hookimpl, offload
 from journeygate.model import Candidate, Offer
+from testkit import settle
 
 PRODUCT_PAGE = {"page": {"type": "product", "product_id": "85123A"}}
 
@@ -348,6 +349,57 @@ async def test_observers_see_each_served_decision(gateway):
     body = await decide(client, decide_body())
     await asyncio.wait_for(observer.done.wait(), 2)
     assert observer.seen == [(body["decision_id"], ["recs"])]
+
+
+class PlainObserver:
+    """A synchronous observer that returns an awaitable only for some decisions."""
+
+    def __init__(self):
+        self.seen = []
+        self.awaited = asyncio.Event()
+
+    @hookimpl
+    def journeygate_observe_decision(self, context):
+        self.seen.append(context.visitor_id)
+        if context.visitor_id == "v-write":
+            return self._write()
+        if context.visitor_id == "v-slow":
+            return asyncio.sleep(5)
+        return None
+
+    async def _write(self):
+        self.awaited.set()
+
+
+class RaisingObserver:
+    @hookimpl
+    def journeygate_observe_decision(self, context):
+        raise RuntimeError(f"cannot observe {context.visitor_id}")
+
+
+async def test_observer_awaitables_and_failures_are_isolated_and_counted(gateway, caplog):
+    plain = PlainObserver()
+    client = await gateway(
+        extra_plugins=[("plain", plain), ("raising", RaisingObserver())],
+        plugin={"plain": {"budget_ms": 50}},
+    )
+    for visitor in ("v-none", "v-write", "v-slow"):
+        body = await decide(client, decide_body(visitor_id=visitor))
+        assert body["blocks"][0]["items"]
+    await asyncio.wait_for(plain.awaited.wait(), 2)
+    assert plain.seen == ["v-none", "v-write", "v-slow"]
+
+    async def counted():
+        metrics = await (await client.get("/metrics")).text()
+        hook = 'journeygate_plugin_failures_total{hook="journeygate_observe_decision"'
+        return (
+            f'{hook},plugin="plain",reason="timeout"}} 1.0' in metrics
+            and f'{hook},plugin="raising",reason="error"}} 3.0' in metrics
+        )
+
+    await settle(counted)
+    logged = [r for r in caplog.records if "raising raised" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info is not None
 
 
 class Lifecycle:
