@@ -240,15 +240,21 @@ class EventStreams:
         (NOGROUP) or :class:`StoreUnavailable`, the redis-py error as the cause. Replies are
         checked here, not by redis-py, which rewrites the message of the error it raises
         (the command first), so its code could not be read."""
+        result = await self._replies(pipe)
+        for reply in result:
+            if isinstance(reply, ResponseError):
+                error = GroupMissing if str(reply).startswith("NOGROUP") else StoreUnavailable
+                raise error(f"redis: {reply.__class__.__name__}: {reply}") from reply
+        return result
+
+    async def _replies(self, pipe: Any) -> list[Any]:
+        """The pipeline's replies, error replies included as exception objects; Redis out of
+        reach (or slower than the timeout) raised as :class:`StoreUnavailable`."""
         try:
             async with asyncio.timeout(self.timeout_s):
                 result: list[Any] = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from exc
-        for reply in result:
-            if isinstance(reply, ResponseError):
-                error = GroupMissing if str(reply).startswith("NOGROUP") else StoreUnavailable
-                raise error(f"redis: {reply.__class__.__name__}: {reply}") from reply
         return result
 
     async def append(self, events: Sequence[tuple[str, bytes]]) -> None:
@@ -297,11 +303,7 @@ class EventStreams:
         pipe = self.client.pipeline(transaction=False)
         for name in self.names:
             pipe.xgroup_create(name, self.config.consumer_group, id="0", mkstream=True)
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                results = await pipe.execute(raise_on_error=False)
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from exc
+        results = await self._replies(pipe)
         created = []
         for name, result in zip(self.names, results, strict=True):
             if not isinstance(result, Exception):
@@ -410,11 +412,7 @@ class EventStreams:
             pipe.xinfo_groups(name)
             pipe.xlen(name)
         pipe.xlen(keys.DEAD_LETTER_STREAM)
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                results = await pipe.execute(raise_on_error=False)
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from exc
+        results = await self._replies(pipe)
         shards = []
         for index, name in enumerate(self.names):
             groups, length = results[2 * index], results[2 * index + 1]
