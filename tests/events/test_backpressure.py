@@ -205,3 +205,33 @@ async def test_trimming_refuses_a_stream_without_the_workers_group(make_config, 
     finally:
         for streams in workers:
             await streams.close()
+
+
+async def test_requeued_dead_letters_obey_backpressure(make_config, small_nodes):
+    """A requeue that would take a shard past its high-water mark is refused whole: MAXLEN
+    trimming would otherwise drop entries no worker has applied."""
+    from journeygate.events.streams import Backpressure, EventStreams
+
+    server, client = small_nodes
+    config = make_config(**settings(server.url, stream_shards=1))
+    streams = EventStreams(server.url, config.events, 5.0)
+    name = keys.event_stream(0)
+    try:
+        await streams.ensure_groups()
+        letters = [
+            client.xadd(keys.DEAD_LETTER_STREAM, {"stream": name, "e": b"[]", "id": f"d{n}"})
+            for n in range(3)
+        ]
+        for n in range(streams.high_water - 2):
+            await streams.append([("v", orjson.dumps({"n": n}))])
+        with pytest.raises(Backpressure):
+            await streams.requeue([letter.decode() for letter in letters])
+        assert client.xlen(keys.DEAD_LETTER_STREAM) == 3
+        assert client.xlen(name) == streams.high_water - 2
+        # two fit
+        requeued = await streams.requeue([letter.decode() for letter in letters[:2]])
+        assert requeued == [letter.decode() for letter in letters[:2]]
+        assert client.xlen(name) == streams.high_water
+        assert client.xlen(keys.DEAD_LETTER_STREAM) == 1
+    finally:
+        await streams.close()

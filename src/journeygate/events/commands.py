@@ -89,7 +89,7 @@ def convert_retail_command(args: argparse.Namespace, config: AppConfig) -> int:
 
 def dead_letters_command(args: argparse.Namespace, config: AppConfig) -> int:
     """``journeygate dead-letters``: list the newest dead letters, or requeue some."""
-    from journeygate.events.streams import EventStreams
+    from journeygate.events.streams import Backpressure, EventStreams
     from journeygate.store import StoreUnavailable
 
     if config.store_backend != "redis":
@@ -112,6 +112,8 @@ def dead_letters_command(args: argparse.Namespace, config: AppConfig) -> int:
                 )
             print(f"{len(letters)} dead letter(s) shown", file=sys.stderr)
             return 0
+        except Backpressure as exc:
+            return fail(f"nothing requeued: {exc}; requeue once the workers have caught up")
         except StoreUnavailable as exc:
             return fail(str(exc))
         finally:

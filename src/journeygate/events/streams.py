@@ -48,6 +48,7 @@ import asyncio
 import re
 import time
 import zlib
+from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -483,19 +484,32 @@ class EventStreams:
     async def requeue(self, dead_letter_ids: Sequence[str]) -> list[str]:
         """Put dead letters back into the stream they came from (as new entries, which the
         workers apply like any other: already applied events are skipped), then delete them
-        from the dead-letter stream. Returns the ids requeued (unknown ids are skipped)."""
+        from the dead-letter stream. Returns the ids requeued (unknown ids are skipped).
+
+        Requeued entries obey backpressure as ingestion does: when they would take a shard
+        past its high-water mark, :class:`Backpressure` is raised and nothing is requeued
+        (``MAXLEN`` trimming would otherwise drop entries no worker applied yet)."""
         pipe = self.client.pipeline(transaction=False)
         for dead_letter_id in dead_letter_ids:
             pipe.xrange(keys.DEAD_LETTER_STREAM, dead_letter_id, dead_letter_id, count=1)
+        for name in self.names:
+            pipe.xlen(name)
+        replies = await self._execute(pipe)
         found = [
             (dead_letter_id, result[0][1])
             for dead_letter_id, result in zip(
-                dead_letter_ids, await self._execute(pipe), strict=True
+                dead_letter_ids, replies[: len(dead_letter_ids)], strict=True
             )
             if result
         ]
         if not found:
             return []
+        lengths = dict(zip(self.names, replies[len(dead_letter_ids) :], strict=True))
+        adding = Counter(fields[b"stream"].decode() for _, fields in found)
+        for name, count in adding.items():
+            backlog = int(lengths.get(name, 0))
+            if backlog + count > self.high_water:
+                raise Backpressure(name, backlog, self.high_water)
         pipe = self.client.pipeline(transaction=False)
         for dead_letter_id, fields in found:
             pipe.execute_command(
