@@ -412,6 +412,37 @@ async def test_a_redis_outage_is_logged_now_and_then_and_accepted_events_are_app
     assert rounds <= 7 + outage
 
 
+async def test_a_worker_started_while_redis_is_down_waits_for_it(
+    private_redis, make_config, caplog
+):
+    caplog.set_level(logging.INFO, logger=worker_module.__name__)
+    config = make_config(**overrides("redis", private_redis.url, idle_sleep_ms=20))
+    accept_then_stop_redis(config, private_redis, [event("order", "early", order_id="E1")])
+    store = open_store(config.store, "redis", config.events)
+    streams = EventStreams(config.store.redis_url, config.events, 1.0)
+    pm = build_plugin_manager(config, load_entrypoints=False)
+    worker = Worker(config, Applier(store, config, pm), streams, "early-worker")
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        await asyncio.sleep(0.5)
+        assert not running.done(), "the worker gave up while Redis was down"
+        private_redis.start()  # with the data saved at the stop
+        profiles = redis.Redis.from_url(private_redis.url, decode_responses=True)
+        assert await asyncio.to_thread(
+            wait_for, lambda: profiles.hget(keys.profile("early"), "orders") == "1"
+        )
+        profiles.close()
+    finally:
+        stop.set()
+        await running
+        await streams.close()
+        await store.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == worker_module.__name__]
+    assert sum(line.startswith("redis unavailable, retrying") for line in lines) == 1
+    assert any(line.startswith("worker early-worker consuming") for line in lines)
+
+
 async def test_workers_recreate_their_group_when_redis_restarts_without_its_data(
     private_redis, make_config, caplog
 ):

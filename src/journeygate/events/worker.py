@@ -218,17 +218,24 @@ class Worker:
                 ", ".join(created),
             )
 
-    async def run(self, stop: asyncio.Event) -> None:
-        cfg = self.config.events
+    async def _start(self) -> list[Entry]:
+        """The consumer groups, then the entries this consumer name read before a restart
+        (they come first)."""
         await self.streams.ensure_groups()
         log.info(
             "worker %s consuming %d stream shards (group %s)",
             self.consumer,
             len(self.streams.names),
-            cfg.consumer_group,
+            self.config.events.consumer_group,
         )
-        # Entries this consumer name read before a restart come first.
-        backlog = await self.streams.read(self.consumer, pending=True)
+        return await self.streams.read(self.consumer, pending=True)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop``. Redis out of reach, at the start too, is waited for (see
+        :class:`Outage`), never a reason to exit."""
+        cfg = self.config.events
+        backlog: list[Entry] = []
+        started = False
         last_claim = last_trim = 0.0
         outage = Outage(cfg.idle_sleep_ms / 1000)
         group_missing = False
@@ -238,6 +245,9 @@ class Worker:
         try:
             while not stop.is_set():
                 try:
+                    if not started:
+                        backlog = await self._start()
+                        started = True
                     if group_missing:
                         await self.recreate_groups()
                         group_missing = False
