@@ -12,7 +12,8 @@ Firing one occurrence (a timer that came due, or one an event fires at once):
 4. the outbox, with (a digest of) the occurrence id as dedupe key: ``sent``, or
    ``duplicate`` when it was queued before (a retry after a crash or an expired lease);
 5. the profile field ``triggers`` (trigger name -> when it last fired, what the offers plugin
-   reads), and a line in the trigger log.
+   reads; merged by ``ProfileStore.merge_latest``, so triggers firing at once all show), and a
+   line in the trigger log.
 
 Exactly once: a timer is held by one scheduler at a time (the claim), an occurrence the
 guard let through once is let through again on a retry (never counted twice, never
@@ -294,7 +295,8 @@ class TriggerEngine:
             visitor_id=target,
         )
         (queued,) = await self.outbox.enqueue([message])
-        await self.profiles.update_profile(target, {TRIGGERS_FIELD: dict(guarded.last)})
+        # merged, not replaced: another trigger of this visitor may be firing at the same time
+        await self.profiles.merge_latest(target, TRIGGERS_FIELD, guarded.last)
         if queued:
             log.info("trigger %s fired for %s (%s)", spec.name, target, occurrence)
         return await record("sent" if queued else "duplicate")

@@ -229,6 +229,24 @@ async def test_concurrent_recordings_of_times_are_all_kept(store, visitor_id):
     assert shows == {"a": [now - 1, *times], "b": times}
 
 
+async def test_latest_times_are_merged_and_concurrent_merges_all_kept(store, visitor_id):
+    now = float(int(time.time()))
+    await store.update_profile(visitor_id, {"fired": {"a": now, "b": "x"}, "bad": [1]})
+    await store.merge_latest(visitor_id, "fired", {"a": now - 60, "b": now, "c": now + 0.5})
+    await store.merge_latest(visitor_id, "bad", {"a": now})
+    profile = await store.get_profile(visitor_id)
+    assert profile["fired"] == {"a": now, "b": now, "c": now + 0.5}  # "a" keeps the later
+    assert profile["bad"] == {"a": now}
+    # two writers at once (two triggers of one visitor): both kept
+    names = [f"t{n}" for n in range(30)]
+    await asyncio.gather(
+        *(store.merge_latest(visitor_id, "fired", {name: now + 1}) for name in names)
+    )
+    fired = (await store.get_profile(visitor_id))["fired"]
+    assert set(names) <= set(fired) and fired["a"] == now
+    assert (await store.load_visitor(visitor_id, None)).profile["fired"] == fired
+
+
 async def test_journey_transitions_are_read_by_time_window(store, visitor_id):
     before = time.time() - 1
     await store.record_stage(visitor_id, "awareness", time.time(), "d1")

@@ -138,6 +138,14 @@ class ProfileStore(Protocol):
         its newest ``keep``. Refreshes the profile's TTL."""
         ...
 
+    async def merge_latest(self, visitor_id: str, field: str, times: Mapping[str, float]) -> None:
+        """Merge ``times`` into the profile field ``field``, a JSON object ``{name: epoch
+        seconds}``, keeping the later time of each name, in one atomic step: two writers (two
+        triggers firing for one visitor at once) each add theirs, where a read of the profile
+        then :meth:`update_profile` would keep only the last writer's. Refreshes the
+        profile's TTL."""
+        ...
+
     async def get_profile(self, visitor_id: str) -> dict[str, Any] | None:
         """The stored profile fields, or None when the visitor is unknown."""
         ...

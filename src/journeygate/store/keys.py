@@ -21,6 +21,8 @@ the sentiment plugin writes ``sentiment``, ``sentiment_at``, ``feedback_label`` 
 ``feedback_themes`` (at most ``max_themes`` names), with ``store.blend_score``. The offers
 plugin adds its shows to ``offer_shows`` with ``store.record_times`` (one atomic Lua call: at
 most the highest ``per_visitor`` times per offer, none older than the longest cap window).
+The triggers plugin merges ``triggers`` (trigger name -> last fire) with
+``store.merge_latest`` (one Lua call; one entry per configured trigger).
 
 =================================  =======  ==========================  =====================
 key                                type     bound                       TTL

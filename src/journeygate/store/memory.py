@@ -212,6 +212,21 @@ class MemoryProfileStore:
         }
         visitor.expires = self._clock() + self.config.profile_ttl_s
 
+    async def merge_latest(self, visitor_id: str, field: str, times: Mapping[str, float]) -> None:
+        """Atomic as every method here: nothing is awaited between the read and the write."""
+        if not times:
+            return
+        visitor = self._visitor(visitor_id, create=True)
+        assert visitor is not None
+        stored = visitor.profile.get(field)
+        merged = dict(stored) if isinstance(stored, dict) else {}
+        for name, at in times.items():
+            old = merged.get(name)
+            if not (isinstance(old, int | float) and not isinstance(old, bool) and old >= at):
+                merged[name] = at
+        visitor.profile[field] = merged
+        visitor.expires = self._clock() + self.config.profile_ttl_s
+
     async def get_profile(self, visitor_id: str) -> dict[str, Any] | None:
         visitor = self._visitor(visitor_id, create=False)
         return copy.deepcopy(visitor.profile) if visitor and visitor.profile else None

@@ -39,6 +39,7 @@ from journeygate.store.scripts import (
     EVENTS_SCRIPT,
     LINK_MERGE_SCRIPT,
     LOAD_VISITOR_SCRIPT,
+    MERGE_LATEST_SCRIPT,
     RECORD_TIMES_SCRIPT,
     STAGE_SCRIPT,
 )
@@ -204,6 +205,17 @@ class RedisProfileStore:
             RECORD_TIMES_SCRIPT,
             (keys.profile(visitor_id),),
             (field, floor_ms(at), window_s, keep, self.config.profile_ttl_s, *names),
+        )
+
+    async def merge_latest(self, visitor_id: str, field: str, times: Mapping[str, float]) -> None:
+        """One Lua call on the visitor's profile hash."""
+        if not times:
+            return
+        pairs = [value for name, at in times.items() for value in (name, repr(float(at)))]
+        await self._eval(
+            MERGE_LATEST_SCRIPT,
+            (keys.profile(visitor_id),),
+            (field, self.config.profile_ttl_s, *pairs),
         )
 
     async def get_profile(self, visitor_id: str) -> dict[str, Any] | None:

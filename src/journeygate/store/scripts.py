@@ -183,3 +183,27 @@ redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(kept))
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
 """
+
+# KEYS: profile hash. ARGV: field, TTL, then name, epoch seconds pairs: the later time of each
+# name is kept in the field's JSON object.
+MERGE_LATEST_SCRIPT = """
+local ok, decoded = pcall(cjson.decode, redis.call('HGET', KEYS[1], ARGV[1]) or '{}')
+local stored = {}
+if ok and type(decoded) == 'table' then
+  for name, at in pairs(decoded) do
+    if type(name) == 'string' then  -- an array decodes with number keys: not an object
+      stored[name] = at
+    end
+  end
+end
+for i = 3, #ARGV, 2 do
+  local name, at = ARGV[i], tonumber(ARGV[i + 1])
+  local old = stored[name]
+  if type(old) ~= 'number' or old < at then
+    stored[name] = at
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(stored))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
