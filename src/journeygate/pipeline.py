@@ -14,7 +14,7 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,7 +77,6 @@ class _Impl:
     function: Callable[..., Any]
     argnames: tuple[str, ...]
     offloaded: bool
-    coroutine: bool  # an async def: its call always has something to await
     budget: float
     last_resort: bool  # a built-in whose late answer is still better than none
     duration: Any  # the plugin's latency histogram for this hook
@@ -146,7 +145,7 @@ class Pipeline:
         self.strategies: frozenset[str] = frozenset()
         self.startup_failures: dict[str, str] = {}
         self._impls: dict[str, tuple[_Impl, ...]] = {}
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self._last_warning: dict[tuple[str, ...], float] = {}
         self._slots_concurrent = True
         self._concurrent_hooks: frozenset[str] = frozenset()
@@ -206,7 +205,6 @@ class Pipeline:
 
     async def stop(self) -> None:
         """Wait for background observers, then call every shutdown hook."""
-        await asyncio.sleep(0)  # observers scheduled by the last decisions start their tasks
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         for impl in self._prepare("journeygate_shutdown"):
@@ -260,7 +258,6 @@ class Pipeline:
                 function=impl.function,
                 argnames=tuple(impl.argnames),
                 offloaded=bool(getattr(impl.function, OFFLOAD_ATTRIBUTE, False)),
-                coroutine=inspect.iscoroutinefunction(impl.function),
                 budget=self.config.budget_s(impl.plugin_name),
                 last_resort=impl.plugin_name in LAST_RESORT_PLUGINS,
                 duration=self.metrics.plugin_seconds.labels(impl.plugin_name, hook_name),
@@ -457,7 +454,9 @@ class Pipeline:
         if self.experiments:
             self.experiments.observe(context, blocks)
         if self._impls[OBSERVE_DECISION]:
-            asyncio.get_running_loop().call_soon(self._observe, context, blocks)
+            task = asyncio.create_task(self._observe(context, blocks))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         return decision
 
     async def _enrich(
@@ -562,45 +561,12 @@ class Pipeline:
             if not outcome.ok:
                 block.items, block.offer = saved_items, saved_offer
 
-    def _observe(self, context: DecisionContext, blocks: Sequence[Block]) -> None:
-        """The decision's observers, in the loop iteration after the answer (``call_soon``).
-
-        Most decisions give an observer nothing to wait for (no stage change, no capped offer
-        shown): it is called here and returns None, which costs no task. One that returns an
-        awaitable, and an ``async def`` or offloaded one, goes on in a background task under
-        its plugin's budget; ``stop`` waits for those."""
+    async def _observe(self, context: DecisionContext, blocks: Sequence[Block]) -> None:
+        """The observers one after the other, in the decision's background task: nobody
+        waits for them, so a task each (``call_all``) would buy nothing but its cost."""
         kwargs = {"context": context, "blocks": blocks}
         for impl in self._impls[OBSERVE_DECISION]:
-            if impl.offloaded or impl.coroutine:
-                self._in_background(self.call(impl, OBSERVE_DECISION, kwargs, None))
-                continue
-            started = time.perf_counter()
-            try:
-                result = self._invoke(impl, kwargs)
-            except Exception as exc:
-                impl.duration.observe(time.perf_counter() - started)
-                self._failed(impl, OBSERVE_DECISION, impl.budget, exc)
-                continue
-            if type(result) not in PLAIN_RESULTS and inspect.isawaitable(result):
-                self._in_background(self._await_observer(impl, result, started))
-            else:
-                impl.duration.observe(time.perf_counter() - started)
-
-    async def _await_observer(self, impl: _Impl, pending: Awaitable[Any], started: float) -> None:
-        """The rest of an observer's call: what it returned to await, within its budget."""
-        try:
-            async with asyncio.timeout(max(impl.budget - (time.perf_counter() - started), 0)):
-                await pending
-        except TimeoutError:
-            self._failed(impl, OBSERVE_DECISION, impl.budget)
-        except Exception as exc:
-            self._failed(impl, OBSERVE_DECISION, impl.budget, exc)
-        impl.duration.observe(time.perf_counter() - started)
-
-    def _in_background(self, work: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+            await self.call(impl, OBSERVE_DECISION, kwargs, None)
 
     def _item_base(self, product: Product) -> dict[str, Any]:
         """The catalog part of an item, built once per product and copied per request."""

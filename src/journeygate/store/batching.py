@@ -91,15 +91,6 @@ class CommandBatcher:
         batch: list[tuple[Sequence[Command], asyncio.Future[list[Any]]]],
         deadline: asyncio.TimerHandle | None,
     ) -> None:
-        try:
-            await self._send_batch(batch)
-        finally:
-            if deadline is not None:
-                deadline.cancel()  # a timer left to fire would wake an idle loop for nothing
-
-    async def _send_batch(
-        self, batch: list[tuple[Sequence[Command], asyncio.Future[list[Any]]]]
-    ) -> None:
         pipe = self.client.pipeline(transaction=False)
         for commands, _ in batch:
             for args, options in commands:
@@ -115,6 +106,9 @@ class CommandBatcher:
                 if not reply.done():
                     reply.set_exception(failure)
             return
+        finally:
+            if deadline is not None:
+                deadline.cancel()  # a timer left to fire would wake an idle loop for nothing
         start = 0
         for commands, reply in batch:
             end = start + len(commands)
