@@ -11,7 +11,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from journeygate.config import EventsConfig, StoreConfig
 from journeygate.model import StoredVisitor
@@ -78,7 +78,7 @@ def _cap(scores: dict[Any, float], max_size: int) -> None:
         del scores[min(scores, key=lambda member: (scores[member], member))]
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -166,13 +166,20 @@ class MemoryProfileStore:
             visitor.expires = now + self.config.profile_ttl_s
         return state
 
-    async def update_profile(self, visitor_id: str, fields: Mapping[str, Any]) -> None:
-        if not fields:
-            return
+    def _profile_of(self, visitor_id: str) -> _Visitor:
         visitor = self._visitor(visitor_id, create=True)
         assert visitor is not None
+        return visitor
+
+    def _write(self, visitor: _Visitor, fields: Mapping[str, Any]) -> None:
+        """Set profile fields (copies) and refresh the profile's TTL. Synchronous, so that a
+        method that read the profile first stays atomic on the event loop."""
         visitor.profile.update(copy.deepcopy(dict(fields)))
         visitor.expires = self._clock() + self.config.profile_ttl_s
+
+    async def update_profile(self, visitor_id: str, fields: Mapping[str, Any]) -> None:
+        if fields:
+            self._write(self._profile_of(visitor_id), fields)
 
     async def update_profiles(self, updates: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
         for visitor_id, fields in updates:
@@ -180,10 +187,8 @@ class MemoryProfileStore:
 
     async def blend_score(self, visitor_id: str, score: DecayedScore) -> None:
         """Read, blend and write with nothing awaited in between: atomic on the event loop."""
-        visitor = self._visitor(await self.resolve_visitor(visitor_id), create=True)
-        assert visitor is not None
-        visitor.profile.update(copy.deepcopy(blended(visitor.profile, score)))
-        visitor.expires = self._clock() + self.config.profile_ttl_s
+        visitor = self._profile_of(await self.resolve_visitor(visitor_id))
+        self._write(visitor, blended(visitor.profile, score))
 
     async def record_times(
         self,
@@ -197,8 +202,7 @@ class MemoryProfileStore:
         """Atomic as every method here: nothing is awaited between the read and the write."""
         if not names:
             return
-        visitor = self._visitor(visitor_id, create=True)
-        assert visitor is not None
+        visitor = self._profile_of(visitor_id)
         at = floor_ms(at)
         stored = visitor.profile.get(field)
         lists: dict[str, list[float]] = {}
@@ -207,25 +211,21 @@ class MemoryProfileStore:
                 lists[name] = [t for t in times if _is_number(t) and t > at - window_s]
         for name in names:
             lists.setdefault(name, []).append(at)
-        visitor.profile[field] = {
-            name: sorted(times)[-keep:] for name, times in lists.items() if times
-        }
-        visitor.expires = self._clock() + self.config.profile_ttl_s
+        kept = {name: sorted(times)[-keep:] for name, times in lists.items() if times}
+        self._write(visitor, {field: kept})
 
     async def merge_latest(self, visitor_id: str, field: str, times: Mapping[str, float]) -> None:
         """Atomic as every method here: nothing is awaited between the read and the write."""
         if not times:
             return
-        visitor = self._visitor(visitor_id, create=True)
-        assert visitor is not None
+        visitor = self._profile_of(visitor_id)
         stored = visitor.profile.get(field)
         merged = dict(stored) if isinstance(stored, dict) else {}
         for name, at in times.items():
             old = merged.get(name)
-            if not (isinstance(old, int | float) and not isinstance(old, bool) and old >= at):
+            if not (_is_number(old) and old >= at):
                 merged[name] = at
-        visitor.profile[field] = merged
-        visitor.expires = self._clock() + self.config.profile_ttl_s
+        self._write(visitor, {field: merged})
 
     async def get_profile(self, visitor_id: str) -> dict[str, Any] | None:
         visitor = self._visitor(visitor_id, create=False)
@@ -467,13 +467,11 @@ class MemoryProfileStore:
         if self._erased_at(user_id) >= received:
             await self.delete_visitor(anonymous_id)
             return
-        user = self._visitor(user_id, create=True)
-        assert user is not None
+        user = self._profile_of(user_id)
         if anonymous_id not in user.aliases:
             user.aliases.add(anonymous_id)
             for score in scores:
-                user.profile.update(copy.deepcopy(blended(user.profile, score)))
-                user.expires = self._clock() + self.config.profile_ttl_s
+                self._write(user, blended(user.profile, score))
         anonymous = self._visitor(anonymous_id, create=False)
         if anonymous is not None:
             anonymous.clear_events()
@@ -525,14 +523,12 @@ class MemoryProfileStore:
     async def record_stage(
         self, visitor_id: str, stage: str, at: float, decision_id: str
     ) -> StageTransition | None:
-        visitor = self._visitor(visitor_id, create=True)
-        assert visitor is not None
+        visitor = self._profile_of(visitor_id)
         before = visitor.profile.get("stage")
         if before == stage:
             return None
         at = round(at, 3)
-        visitor.profile.update(stage=stage, stage_since=at)
-        visitor.expires = self._clock() + self.config.profile_ttl_s
+        self._write(visitor, {"stage": stage, "stage_since": at})
         visitor.stages.appendleft(
             {"from": before, "to": stage, "at": at, "decision_id": decision_id}
         )
