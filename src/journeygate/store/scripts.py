@@ -143,21 +143,41 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return {current}
 """
 
+# object_field(key, field): a profile field holding a JSON object, as a table of its string
+# keys (an unreadable value, or an array, reads as empty); write_object_field stores one back
+# and refreshes the profile's TTL.
+OBJECT_FIELD_FUNCTIONS = """
+local function object_field(key, field)
+  local ok, decoded = pcall(cjson.decode, redis.call('HGET', key, field) or '{}')
+  local object = {}
+  if ok and type(decoded) == 'table' then
+    for name, value in pairs(decoded) do
+      if type(name) == 'string' then  -- an array decodes with number keys: not an object
+        object[name] = value
+      end
+    end
+  end
+  return object
+end
+local function write_object_field(key, field, object, ttl)
+  redis.call('HSET', key, field, cjson.encode(object))
+  redis.call('EXPIRE', key, ttl)
+end
+"""
+
 # Add a time to lists in a JSON profile field, {name: [epoch seconds, oldest first]}, in one
 # step, so that concurrent writers (decisions showing a frequency-capped offer) all count.
 # Drops the times before the window and the names left without any; keeps each name's newest.
 # KEYS: profile. ARGV: the field, the time, the window (seconds), how many times a name keeps,
 # the profile TTL, then the names (a name given twice gets the time twice).
-RECORD_TIMES_SCRIPT = """
+RECORD_TIMES_SCRIPT = (
+    OBJECT_FIELD_FUNCTIONS
+    + """
 local at, keep = tonumber(ARGV[2]), tonumber(ARGV[4])
 local cutoff = at - tonumber(ARGV[3])
-local ok, stored = pcall(cjson.decode, redis.call('HGET', KEYS[1], ARGV[1]) or '{}')
-if not ok or type(stored) ~= 'table' then
-  stored = {}
-end
 local lists = {}
-for name, times in pairs(stored) do
-  if type(name) == 'string' and type(times) == 'table' then
+for name, times in pairs(object_field(KEYS[1], ARGV[1])) do
+  if type(times) == 'table' then
     local recent = {}
     for _, t in ipairs(times) do
       if type(t) == 'number' and t > cutoff then
@@ -179,23 +199,17 @@ for name, times in pairs(lists) do
     kept[name] = {unpack(times, math.max(1, #times - keep + 1))}
   end
 end
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(kept))
-redis.call('EXPIRE', KEYS[1], ARGV[5])
+write_object_field(KEYS[1], ARGV[1], kept, ARGV[5])
 return 1
 """
+)
 
 # KEYS: profile hash. ARGV: field, TTL, then name, epoch seconds pairs: the later time of each
 # name is kept in the field's JSON object.
-MERGE_LATEST_SCRIPT = """
-local ok, decoded = pcall(cjson.decode, redis.call('HGET', KEYS[1], ARGV[1]) or '{}')
-local stored = {}
-if ok and type(decoded) == 'table' then
-  for name, at in pairs(decoded) do
-    if type(name) == 'string' then  -- an array decodes with number keys: not an object
-      stored[name] = at
-    end
-  end
-end
+MERGE_LATEST_SCRIPT = (
+    OBJECT_FIELD_FUNCTIONS
+    + """
+local stored = object_field(KEYS[1], ARGV[1])
 for i = 3, #ARGV, 2 do
   local name, at = ARGV[i], tonumber(ARGV[i + 1])
   local old = stored[name]
@@ -203,7 +217,7 @@ for i = 3, #ARGV, 2 do
     stored[name] = at
   end
 end
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(stored))
-redis.call('EXPIRE', KEYS[1], ARGV[2])
+write_object_field(KEYS[1], ARGV[1], stored, ARGV[2])
 return 1
 """
+)
