@@ -62,21 +62,13 @@ from journeygate.events.schema import FEEDBACK_KIND, Event
 from journeygate.hookspecs import ROLE_EMBEDDED, ROLE_WORKER
 from journeygate.model import DecisionContext
 from journeygate.store import DecayedScore, ProfileStore
-from journeygate.store.decay import decayed
+from journeygate.store.decay import decayed, stored_score
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_WAIT_S = 10.0
 SCORING_ROLES = frozenset({ROLE_WORKER, ROLE_EMBEDDED})  # the processes that apply events
 DETAIL_FIELDS = ("feedback_label", "feedback_themes")  # the newest feedback's
-
-
-def stored_sentiment(profile: Mapping[str, Any]) -> tuple[float, float] | None:
-    """The profile's ``sentiment`` and ``sentiment_at``, or None when it has none."""
-    value, since = profile.get("sentiment"), profile.get("sentiment_at")
-    if not isinstance(value, int | float) or not isinstance(since, int | float):
-        return None
-    return float(value), float(since)
 
 
 def sentiment_score(result: FeedbackScore, at: float, half_life_s: float) -> DecayedScore:
@@ -184,7 +176,7 @@ class SentimentPlugin:
 
     @hookimpl
     def journeygate_merge_scores(self, profile: Mapping[str, Any]) -> list[DecayedScore] | None:
-        stored = stored_sentiment(profile)
+        stored = stored_score(profile, "sentiment")
         if stored is None:
             return None
         details = {name: profile[name] for name in DETAIL_FIELDS if name in profile}
@@ -193,7 +185,7 @@ class SentimentPlugin:
     @hookimpl
     def journeygate_enrich_visitor(self, context: DecisionContext) -> dict[str, Any] | None:
         profile = context.stored.profile
-        stored = stored_sentiment(profile)
+        stored = stored_score(profile, "sentiment")
         if stored is None:
             return None
         value, since = stored

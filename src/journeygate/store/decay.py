@@ -44,6 +44,13 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def stored_score(fields: Mapping[str, Any], field: str) -> tuple[float, float] | None:
+    """The score kept in ``fields`` under ``field`` and the time it holds as of
+    (``field + "_at"``), or None when either is missing or not a number."""
+    value, at = _number(fields.get(field)), _number(fields.get(f"{field}_at"))
+    return None if value is None or at is None else (value, at)
+
+
 def blended(stored: Mapping[str, Any], score: DecayedScore) -> dict[str, Any]:
     """The profile fields after blending ``score`` into the ``stored`` profile fields.
 
@@ -51,9 +58,10 @@ def blended(stored: Mapping[str, Any], score: DecayedScore) -> dict[str, Any]:
     in weight: one as fresh as the newer is averaged 1:1 with it, one several half-lives
     older barely counts. The order of arrival does not matter: a late contribution (older
     than the stored time) counts as the older one. The result holds as of the newer time."""
-    previous, since = _number(stored.get(score.field)), _number(stored.get(score.time_field))
     value, at, newest = score.value, score.at, True
-    if previous is not None and since is not None:
+    previous_score = stored_score(stored, score.field)
+    if previous_score is not None:
+        previous, since = previous_score
         newest = at >= since
         old, old_at, new = (previous, since, value) if newest else (value, at, previous)
         at = max(at, since)
