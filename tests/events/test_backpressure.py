@@ -28,6 +28,20 @@ def small_nodes(private_redis):
     client.close()
 
 
+@pytest.fixture
+async def one_shard(make_config, small_nodes):
+    """Streams of one shard on the small-node Redis, its consumer group created, and a client
+    of that Redis."""
+    from journeygate.events.streams import EventStreams
+
+    server, client = small_nodes
+    config = make_config(**settings(server.url, stream_shards=1))
+    streams = EventStreams(server.url, config.events, 5.0)
+    await streams.ensure_groups()
+    yield streams, client
+    await streams.close()
+
+
 def settings(url, **events):
     return overrides(
         "redis",
@@ -131,51 +145,35 @@ async def test_a_segment_library_retries_through_backpressure(gateway, make_conf
     assert 'route="/v1/batch",status="503"' in metrics
 
 
-async def test_trimming_keeps_what_any_group_has_not_acknowledged(make_config, small_nodes):
-    from journeygate.events.streams import EventStreams
-
-    server, client = small_nodes
-    config = make_config(**settings(server.url, stream_shards=1))
-    streams = EventStreams(server.url, config.events, 5.0)
+async def test_trimming_keeps_what_any_group_has_not_acknowledged(one_shard):
+    streams, client = one_shard
     name = keys.event_stream(0)
-    try:
-        await streams.ensure_groups()
-        for n in range(12):
-            await streams.append([("v", orjson.dumps({"n": n}))])
-        ids = [entry_id for entry_id, _ in client.xrange(name)]
-        read = await streams.read("c1")  # 12 delivered (read_count 50)
-        await streams.ack([entry for entry in read if entry.entry_id not in (ids[5], ids[9])])
-        await streams.trim_acknowledged()
-        kept = [entry_id for entry_id, _ in client.xrange(name)]
-        assert ids[5] in kept and kept == ids[ids.index(kept[0]) :]  # pending 5 and after
-        assert len(kept) < 12  # what was acknowledged before it is gone
+    for n in range(12):
+        await streams.append([("v", orjson.dumps({"n": n}))])
+    ids = [entry_id for entry_id, _ in client.xrange(name)]
+    read = await streams.read("c1")  # 12 delivered (read_count 50)
+    await streams.ack([entry for entry in read if entry.entry_id not in (ids[5], ids[9])])
+    await streams.trim_acknowledged()
+    kept = [entry_id for entry_id, _ in client.xrange(name)]
+    assert ids[5] in kept and kept == ids[ids.index(kept[0]) :]  # pending 5 and after
+    assert len(kept) < 12  # what was acknowledged before it is gone
 
-        # another group that has read nothing yet pins everything that is left
-        client.xgroup_create(name, "analytics", id="0")
-        await streams.ack([entry for entry in read if entry.entry_id in (ids[5], ids[9])])
-        await streams.trim_acknowledged()
-        assert [entry_id for entry_id, _ in client.xrange(name)] == kept
-        assert streams.backlog == [12]  # as last seen by the append pipeline
-    finally:
-        await streams.close()
+    # another group that has read nothing yet pins everything that is left
+    client.xgroup_create(name, "analytics", id="0")
+    await streams.ack([entry for entry in read if entry.entry_id in (ids[5], ids[9])])
+    await streams.trim_acknowledged()
+    assert [entry_id for entry_id, _ in client.xrange(name)] == kept
+    assert streams.backlog == [12]  # as last seen by the append pipeline
 
 
-async def test_trimming_loads_its_script_again_when_redis_lost_it(make_config, small_nodes):
-    from journeygate.events.streams import EventStreams
-
-    server, client = small_nodes
-    config = make_config(**settings(server.url, stream_shards=1))
-    streams = EventStreams(server.url, config.events, 5.0)
-    try:
-        await streams.ensure_groups()
-        assert await streams.trim_acknowledged() == 0  # the script is loaded
-        for n in range(12):
-            await streams.append([("v", orjson.dumps({"n": n}))])
-        await streams.ack(await streams.read("c1"))
-        client.script_flush()  # what a Redis restart does to the scripts
-        assert await streams.trim_acknowledged() > 0
-    finally:
-        await streams.close()
+async def test_trimming_loads_its_script_again_when_redis_lost_it(one_shard):
+    streams, client = one_shard
+    assert await streams.trim_acknowledged() == 0  # the script is loaded
+    for n in range(12):
+        await streams.append([("v", orjson.dumps({"n": n}))])
+    await streams.ack(await streams.read("c1"))
+    client.script_flush()  # what a Redis restart does to the scripts
+    assert await streams.trim_acknowledged() > 0
 
 
 async def test_trimming_refuses_a_stream_without_the_workers_group(make_config, small_nodes):
@@ -207,31 +205,25 @@ async def test_trimming_refuses_a_stream_without_the_workers_group(make_config, 
             await streams.close()
 
 
-async def test_requeued_dead_letters_obey_backpressure(make_config, small_nodes):
+async def test_requeued_dead_letters_obey_backpressure(one_shard):
     """A requeue that would take a shard past its high-water mark is refused whole: MAXLEN
     trimming would otherwise drop entries no worker has applied."""
-    from journeygate.events.streams import Backpressure, EventStreams
+    from journeygate.events.streams import Backpressure
 
-    server, client = small_nodes
-    config = make_config(**settings(server.url, stream_shards=1))
-    streams = EventStreams(server.url, config.events, 5.0)
+    streams, client = one_shard
     name = keys.event_stream(0)
-    try:
-        await streams.ensure_groups()
-        letters = [
-            client.xadd(keys.DEAD_LETTER_STREAM, {"stream": name, "e": b"[]", "id": f"d{n}"})
-            for n in range(3)
-        ]
-        for n in range(streams.high_water - 2):
-            await streams.append([("v", orjson.dumps({"n": n}))])
-        with pytest.raises(Backpressure):
-            await streams.requeue([letter.decode() for letter in letters])
-        assert client.xlen(keys.DEAD_LETTER_STREAM) == 3
-        assert client.xlen(name) == streams.high_water - 2
-        # two fit
-        requeued = await streams.requeue([letter.decode() for letter in letters[:2]])
-        assert requeued == [letter.decode() for letter in letters[:2]]
-        assert client.xlen(name) == streams.high_water
-        assert client.xlen(keys.DEAD_LETTER_STREAM) == 1
-    finally:
-        await streams.close()
+    letters = [
+        client.xadd(keys.DEAD_LETTER_STREAM, {"stream": name, "e": b"[]", "id": f"d{n}"})
+        for n in range(3)
+    ]
+    for n in range(streams.high_water - 2):
+        await streams.append([("v", orjson.dumps({"n": n}))])
+    with pytest.raises(Backpressure):
+        await streams.requeue([letter.decode() for letter in letters])
+    assert client.xlen(keys.DEAD_LETTER_STREAM) == 3
+    assert client.xlen(name) == streams.high_water - 2
+    # two fit
+    requeued = await streams.requeue([letter.decode() for letter in letters[:2]])
+    assert requeued == [letter.decode() for letter in letters[:2]]
+    assert client.xlen(name) == streams.high_water
+    assert client.xlen(keys.DEAD_LETTER_STREAM) == 1

@@ -2,6 +2,7 @@
 and the journeygate_observe_event hook."""
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -357,25 +358,40 @@ def accept_then_stop_redis(config, server, events):
     server.process.wait()
 
 
+@contextlib.asynccontextmanager
+async def worker_in_process(config, consumer):
+    """A ``Worker`` of its own (store, streams, plugins without entry points) running in this
+    loop: yields it and its task; stopped and closed on the way out."""
+    store = open_store(config.store, "redis", config.events)
+    streams = EventStreams(config.store.redis_url, config.events, 1.0)
+    pm = build_plugin_manager(config, load_entrypoints=False)
+    worker = Worker(config, Applier(store, config, pm), streams, consumer)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        yield worker, running
+    finally:
+        stop.set()
+        await running
+        await streams.close()
+        await store.close()
+
+
 async def test_a_redis_outage_is_logged_now_and_then_and_accepted_events_are_applied_after_it(
     private_redis, make_config, caplog, monkeypatch
 ):
     monkeypatch.setattr(worker_module, "OUTAGE_LOG_INTERVAL_S", 0.5)
     caplog.set_level(logging.INFO, logger=worker_module.__name__)
     config = make_config(**overrides("redis", private_redis.url, idle_sleep_ms=20))
-    store = open_store(config.store, "redis", config.events)
-    streams = EventStreams(config.store.redis_url, config.events, 1.0)
-    pm = build_plugin_manager(config, load_entrypoints=False)
-    worker = Worker(config, Applier(store, config, pm), streams, "outage")
-    stop = asyncio.Event()
-    running = asyncio.create_task(worker.run(stop))
     profiles = redis.Redis.from_url(private_redis.url, decode_responses=True)
 
     def orders(customer):
         return int(profiles.hget(keys.profile(customer), "orders") or 0)
 
-    try:
-        await accept(streams, config, [event("order", "before", order_id="B0", revenue=10.0)])
+    async with worker_in_process(config, "outage") as (worker, _):
+        await accept(
+            worker.streams, config, [event("order", "before", order_id="B0", revenue=10.0)]
+        )
         assert await asyncio.to_thread(wait_for, lambda: orders("before") == 1)
         accepted = [
             event("order", "during", order_id="D1", revenue=42.0),
@@ -388,12 +404,7 @@ async def test_a_redis_outage_is_logged_now_and_then_and_accepted_events_are_app
         assert await asyncio.to_thread(wait_for, lambda: orders("during") == 1)
         outage = time.monotonic() - outage
         assert profiles.hget(keys.profile("during"), "events") == "2"
-    finally:
-        stop.set()
-        await running
-        profiles.close()
-        await streams.close()
-        await store.close()
+    profiles.close()
 
     lines = [r.getMessage() for r in caplog.records if r.name == worker_module.__name__]
     first = [line for line in lines if line.startswith("redis unavailable, retrying: ")]
@@ -418,13 +429,7 @@ async def test_a_worker_started_while_redis_is_down_waits_for_it(
     caplog.set_level(logging.INFO, logger=worker_module.__name__)
     config = make_config(**overrides("redis", private_redis.url, idle_sleep_ms=20))
     accept_then_stop_redis(config, private_redis, [event("order", "early", order_id="E1")])
-    store = open_store(config.store, "redis", config.events)
-    streams = EventStreams(config.store.redis_url, config.events, 1.0)
-    pm = build_plugin_manager(config, load_entrypoints=False)
-    worker = Worker(config, Applier(store, config, pm), streams, "early-worker")
-    stop = asyncio.Event()
-    running = asyncio.create_task(worker.run(stop))
-    try:
+    async with worker_in_process(config, "early-worker") as (_, running):
         await asyncio.sleep(0.5)
         assert not running.done(), "the worker gave up while Redis was down"
         private_redis.start()  # with the data saved at the stop
@@ -433,11 +438,6 @@ async def test_a_worker_started_while_redis_is_down_waits_for_it(
             wait_for, lambda: profiles.hget(keys.profile("early"), "orders") == "1"
         )
         profiles.close()
-    finally:
-        stop.set()
-        await running
-        await streams.close()
-        await store.close()
     lines = [r.getMessage() for r in caplog.records if r.name == worker_module.__name__]
     assert sum(line.startswith("redis unavailable, retrying") for line in lines) == 1
     assert any(line.startswith("worker early-worker consuming") for line in lines)
