@@ -13,6 +13,7 @@ import numpy as np
 from jg_sentiment.data import DATA_DIR, Labelled, load_sentences, read_labelled
 from jg_sentiment.evaluation import Progress, Report, evaluate
 from jg_sentiment.model import (
+    ENCODER_PRECISION,
     FORMAT_VERSION,
     POLARITY_ANCHORS,
     Anchors,
@@ -29,7 +30,8 @@ from journeygate.encoder import encode_cached, encode_texts
 def encode_anchors() -> Anchors:
     """The embeddings of :data:`POLARITY_ANCHORS` (eight short texts); the model keeps them."""
     return Anchors(
-        encode_texts(POLARITY_ANCHORS["positive"]), encode_texts(POLARITY_ANCHORS["negative"])
+        encode_texts(POLARITY_ANCHORS["positive"], precision=ENCODER_PRECISION),
+        encode_texts(POLARITY_ANCHORS["negative"], precision=ENCODER_PRECISION),
     )
 
 
@@ -44,7 +46,7 @@ def train(
     report (in-domain and cross-domain) is computed first and stored in ``meta.json``."""
     say = progress or (lambda _message: None)
     say(f"embedding {len(data):,} sentences")
-    embeddings = encode_cached(list(data.texts), cache_dir)
+    embeddings = encode_cached(list(data.texts), cache_dir, ENCODER_PRECISION)
     anchors = encode_anchors()
     report = None
     if evaluate_first:

