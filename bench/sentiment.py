@@ -186,7 +186,12 @@ def main() -> int:
         help="intra-op threads per forward pass (default: the plugin's torch_threads)",
     )
     parser.add_argument("--max-batch", type=int, default=64)
-    parser.add_argument("--max-wait-ms", type=float, default=2.0)
+    parser.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=SentimentSettings().max_wait_ms,
+        help="batching window (default: the plugin's max_wait_ms)",
+    )
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--artifacts", type=Path, default=ROOT / DEFAULT_ARTIFACTS)
     parser.add_argument("--json", type=Path, help="also write the results here")

@@ -120,7 +120,7 @@ class FeedbackScorer:
         themes: Mapping[str, str] = DEFAULT_THEMES,
         executor: Executor | None = None,
         max_batch: int = 64,
-        max_wait_ms: float = 2.0,
+        max_wait_ms: float = 0.0,
         cache_size: int = 4096,
     ) -> None:
         self.model = model

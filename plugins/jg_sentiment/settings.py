@@ -25,7 +25,10 @@ class SentimentSettings:
         default_factory=lambda: MappingProxyType(dict(DEFAULT_THEMES))
     )
     max_batch: int = 64
-    max_wait_ms: float = 2.0
+    # No batching window: a pass starts as soon as the model is free, and feedback arriving
+    # during a pass shares the next one. A 2 ms window cost a lone feedback 1-2.5 ms and gave
+    # the same batches at concurrency 4 (bench/sentiment.py, README).
+    max_wait_ms: float = 0.0
     torch_threads: int = 1  # intra-op threads per forward pass, process-wide (see README)
 
     @property
@@ -75,7 +78,7 @@ class SentimentSettings:
         max_batch = number("max_batch", 64)
         if max_batch < 1 or max_batch != int(max_batch):
             raise ValueError(f"plugin.{PLUGIN_NAME}.max_batch: expected a positive integer")
-        max_wait_ms = number("max_wait_ms", 2.0)
+        max_wait_ms = number("max_wait_ms", 0.0)
         if max_wait_ms < 0:
             raise ValueError(f"plugin.{PLUGIN_NAME}.max_wait_ms: must not be negative")
         torch_threads = number("torch_threads", 1)

@@ -33,6 +33,8 @@ import numpy as np
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
+    from journeygate.packed import PackedEncoder
+
 log = logging.getLogger(__name__)
 
 EMBEDDING_DIM = 384
@@ -42,6 +44,7 @@ PACKED_TOKENS = 256  # encode_packed packs at most this many tokens into one seq
 Precision = Literal["float32", "int8"]
 _lock = threading.Lock()
 _models: dict[str, SentenceTransformer] = {}
+_packed: dict[str, PackedEncoder] = {}
 
 
 def load_sentence_model(precision: Precision = "float32") -> SentenceTransformer:
@@ -109,21 +112,19 @@ def encode_texts(
 
 def encode_packed(texts: Sequence[str], precision: Precision = "float32") -> np.ndarray:
     """``encode_texts(texts, precision=precision)`` for short texts, in forward passes without
-    padding.
+    padding (:mod:`journeygate.packed`).
 
-    A padded batch computes every text at the length of the longest: for the few sentences of
-    one feedback, a third of the work was padding. Here consecutive texts are packed into one
-    sequence of at most :data:`PACKED_TOKENS` tokens (a longer text alone), with a
-    block-diagonal attention mask and positions restarting at each text, so every text attends
-    only to itself and its vector equals its ``encode_texts`` vector to float rounding. The
-    dense mask makes attention quadratic in the packed length, which the bound keeps to about a
-    tenth of a pass. CPU-heavy, like :func:`encode_texts`.
+    Consecutive texts are packed into one sequence of at most :data:`PACKED_TOKENS` tokens (a
+    longer text alone); every text's vector equals its ``encode_texts`` vector to float
+    rounding. The block-diagonal mask makes attention quadratic in the packed length, which the
+    bound keeps to about a tenth of a pass. CPU-heavy, like :func:`encode_texts`.
     """
     if not texts:
         return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
     import torch
 
     model = load_sentence_model(precision)
+    encoder = _packed_encoder(precision)
     # the tokenisation encode_texts uses (same settings, so threads never reconfigure the
     # shared tokenizer), then the padding dropped
     features = model.preprocess(list(texts))
@@ -136,33 +137,21 @@ def encode_packed(texts: Sequence[str], precision: Precision = "float32") -> np.
         while stop < len(rows) and total + lengths[stop] <= PACKED_TOKENS:
             total += lengths[stop]
             stop += 1
-        vectors.append(_encode_pack(model, rows[start:stop], lengths[start:stop]))
+        vectors.append(encoder(rows[start:stop], lengths[start:stop]))
         start = stop
     return np.asarray(torch.cat(vectors).numpy(), dtype=np.float32)
 
 
-def _encode_pack(model: SentenceTransformer, rows: list[Any], lengths: list[int]) -> Any:
-    """One forward pass over ``rows`` (token ids, unpadded) packed into one sequence."""
-    import torch
+def _packed_encoder(precision: Precision) -> PackedEncoder:
+    """The packed pass over the shared model of ``precision`` (built once)."""
+    model = load_sentence_model(precision)
+    with _lock:
+        encoder = _packed.get(precision)
+        if encoder is None:
+            from journeygate.packed import PackedEncoder
 
-    ids = torch.cat(rows)[None, :]
-    owner = torch.repeat_interleave(torch.arange(len(rows)), torch.tensor(lengths))
-    positions = torch.cat([torch.arange(length) for length in lengths])[None, :]
-    blocked = owner[:, None] != owner[None, :]
-    mask = torch.zeros(1, 1, len(owner), len(owner)).masked_fill_(
-        blocked, torch.finfo(torch.float32).min
-    )
-    with torch.inference_mode():
-        tokens = _bert(model)(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            token_type_ids=torch.zeros_like(ids),
-        ).last_hidden_state[0]
-        # mean pooling and L2 normalisation, as the model's own Pooling and Normalize modules
-        sums = torch.zeros(len(rows), tokens.shape[1]).index_add_(0, owner, tokens)
-        counts = torch.tensor(lengths, dtype=tokens.dtype)[:, None]
-        return torch.nn.functional.normalize(sums / counts, dim=1)
+            encoder = _packed[precision] = PackedEncoder(_bert(model))
+        return encoder
 
 
 def encode_cached(

@@ -11,6 +11,8 @@ are quantised per output channel, once, when the layer is built.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -25,16 +27,37 @@ class Int8Linear(nn.Module):
     weight_scale: torch.Tensor  # float32, (1, out_features)
     bias: torch.Tensor | None
 
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(
+        self, weight_t: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None
+    ) -> None:
         super().__init__()
+        self.out_features = weight_t.shape[1]
+        self.register_buffer("weight_t", weight_t)
+        self.register_buffer("weight_scale", weight_scale)
+        self.register_buffer("bias", bias)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> Int8Linear:
+        """``linear``'s weights quantised per output channel."""
         weight = linear.weight.detach()
         scale = weight.abs().amax(dim=1, keepdim=True).clamp_min(_TINY) / INT8_MAX
-        self.out_features = linear.out_features
         quantised = torch.round(weight / scale).to(torch.int8)
-        self.register_buffer("weight_t", quantised.t().contiguous())
-        self.register_buffer("weight_scale", scale.t().contiguous())
         bias = linear.bias.detach().clone() if linear.bias is not None else None
-        self.register_buffer("bias", bias)
+        return cls(quantised.t().contiguous(), scale.t().contiguous(), bias)
+
+    @classmethod
+    def side_by_side(cls, layers: Sequence[Int8Linear]) -> Int8Linear:
+        """One layer whose outputs are those of ``layers`` (same inputs) concatenated: the
+        input is quantised once, and each output is exactly what its own layer computes."""
+        biases = [
+            layer.bias if layer.bias is not None else torch.zeros(layer.out_features)
+            for layer in layers
+        ]
+        return cls(
+            torch.cat([layer.weight_t for layer in layers], dim=1).contiguous(),
+            torch.cat([layer.weight_scale for layer in layers], dim=1).contiguous(),
+            torch.cat(biases),
+        )
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         rows = inputs.reshape(-1, inputs.shape[-1])
@@ -52,7 +75,7 @@ def quantise_linears(module: nn.Module) -> int:
     replaced = 0
     for name, child in list(module.named_children()):
         if isinstance(child, nn.Linear):
-            setattr(module, name, Int8Linear(child))
+            setattr(module, name, Int8Linear.from_linear(child))
             replaced += 1
         else:
             replaced += quantise_linears(child)

@@ -28,7 +28,7 @@ FEEDBACK = [
 def test_each_token_is_computed_alone_and_close_to_float32() -> None:
     torch.manual_seed(0)
     linear = torch.nn.Linear(384, 1536)
-    int8 = Int8Linear(linear)
+    int8 = Int8Linear.from_linear(linear)
     inputs = torch.randn(3, 7, 384)
     inputs[1] *= 40.0  # a loud sequence beside quiet ones: a per-pass scale would crush these
     with torch.inference_mode():
