@@ -34,6 +34,7 @@ from jg_offers.rules import (
     Rule,
     Verdict,
     VisitorInputs,
+    eligible,
     evaluate,
     offer_rules,
 )
@@ -140,7 +141,13 @@ class OffersPlugin:
         notes: list[str] = []
         taken = self._taken.get(context.decision_id, {})
         pool = self._pool(params.get(PARAM_POOL), notes)
-        verdicts = [self._evaluate(spec, inputs, explain) for spec in pool]
+        if explain:  # every offer's verdict, in words
+            verdicts = [self._evaluate(spec, inputs, True) for spec in pool]
+        else:  # the eligible offers' only: the others lose without a word
+            rules = self._rules
+            verdicts = [
+                Verdict(spec, rules[spec.id]) for spec in pool if eligible(rules[spec.id], inputs)
+            ]
         ranked = sorted(
             (v for v in verdicts if v.eligible and v.offer.id not in taken),
             key=lambda v: -v.offer.priority,
@@ -215,7 +222,7 @@ class OffersPlugin:
             notes.append(f"requested offer {offer_id!r} is not in the catalog")
             return None
         verdict = next((v for v in verdicts if v.offer.id == offer_id), None)
-        if verdict is None:  # outside the pool: the request names it explicitly
+        if verdict is None:  # outside the pool, or a loser nobody explained
             verdict = self._evaluate(self.offers[offer_id], inputs, explain)
             verdicts.append(verdict)
         if verdict.eligible:

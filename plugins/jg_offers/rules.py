@@ -49,16 +49,6 @@ def _times(value: Any) -> Mapping[str, float]:
     return {str(k): t for k, v in value.items() if (t := _number(v)) is not None}
 
 
-def read_shows(value: Any) -> Mapping[str, tuple[float, ...]]:
-    if not isinstance(value, Mapping):
-        return EMPTY
-    return {
-        str(k): tuple(t for t in (_number(x) for x in v) if t is not None)
-        for k, v in value.items()
-        if isinstance(v, list)
-    }
-
-
 @dataclass(frozen=True, slots=True)
 class VisitorInputs:
     """Everything the offer rules look at for one decision."""
@@ -75,7 +65,9 @@ class VisitorInputs:
     orders: int = 0
     consents: Mapping[str, bool] = field(default_factory=dict)
     triggers: Mapping[str, float] = field(default_factory=dict)
-    shows: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    # the profile's offer_shows as stored ({offer id: [epoch seconds]}), read per offer by
+    # recent_shows(): most decisions look at the shows of one or two offers
+    shows: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_context(
@@ -87,6 +79,7 @@ class VisitorInputs:
         visitor = context.visitor
         profile = context.stored.profile
         attributes = visitor.attributes
+        shows = profile.get(SHOWS_FIELD)
         return cls(
             now=now,
             hour=dt.datetime.fromtimestamp(now, zone).hour if zone is not None else -1,
@@ -102,11 +95,16 @@ class VisitorInputs:
             orders=int(_number(profile.get(ORDERS_FIELD)) or 0),
             consents=context.stored.consents,
             triggers=_times(profile.get(TRIGGERS_FIELD)),
-            shows=read_shows(profile.get(SHOWS_FIELD)),
+            shows=shows if isinstance(shows, Mapping) else EMPTY,
         )
 
     def recent_shows(self, offer_id: str, window_s: float) -> int:
-        return sum(1 for t in self.shows.get(offer_id, ()) if self.now - t < window_s)
+        """Shows of ``offer_id`` within ``window_s``; entries that are not times are ignored."""
+        times = self.shows.get(offer_id)
+        if not isinstance(times, list):
+            return 0
+        since = self.now - window_s
+        return sum(1 for t in times if (time := _number(t)) is not None and time > since)
 
 
 def _listed(values: Iterable[str]) -> str:
@@ -318,6 +316,15 @@ class Verdict:
         """Why the offer is not eligible (its first failing rule), in words a client may read."""
         rule = next(rule for rule in self.rules if not rule.passes(inputs))
         return rule.public_failure or rule.describe(inputs, False)
+
+
+def eligible(rules: tuple[Rule, ...], inputs: VisitorInputs) -> bool:
+    """Whether every rule passes: :func:`evaluate` without the verdict, for the many offers
+    of a decision that lose and are never explained."""
+    for rule in rules:  # noqa: SIM110 -- a loop: all() over a generator cost more
+        if not rule.passes(inputs):
+            return False
+    return True
 
 
 def evaluate(

@@ -14,6 +14,7 @@ from offerkit import Clock, decide, eventkit, plugin_of, start, wait_for_shows
 
 from jg_offers.budget import Redemptions
 from jg_offers.plugin import OffersPlugin
+from jg_offers.rules import VisitorInputs
 from journeygate.events.worker import serve
 from journeygate.registry import build_plugin_manager
 from journeygate.store import keys
@@ -226,3 +227,16 @@ async def test_only_deciding_processes_refresh_budget_counts(
     finally:
         stop.set()
         await running
+
+
+def test_recent_shows_count_well_formed_times_inside_the_window_only():
+    """The shows are read as stored (another writer may have left anything there)."""
+    inputs = VisitorInputs(
+        now=1000.0,
+        hour=-1,
+        shows={"a": [990, 500.0, "999", True, None, 999.5, 1000.0], "b": "990"},
+    )
+    assert inputs.recent_shows("a", 100) == 3  # 990, 999.5 and 1000; 500 is outside
+    assert inputs.recent_shows("a", 1000) == 4
+    assert inputs.recent_shows("b", 100) == 0
+    assert inputs.recent_shows("missing", 100) == 0
