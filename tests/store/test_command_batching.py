@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 
 from journeygate.config import StoreConfig
 from journeygate.store import StoreUnavailable, open_store
-from journeygate.store.batching import CommandBatcher
+from journeygate.store.batching import MAX_BATCH_COMMANDS, CommandBatcher
 
 
 def connections_received(url: str) -> int:
@@ -65,4 +65,23 @@ async def test_unreachable_redis_fails_every_caller_in_the_batch():
         *(batcher.execute([(("GET", "k"), {})]) for _ in range(3)), return_exceptions=True
     )
     assert all(isinstance(result, StoreUnavailable) for result in results)
+    await client.aclose()
+
+
+async def test_a_full_batch_is_sent_as_it_is_and_the_next_callers_start_another(private_redis):
+    """More commands in one loop iteration than a batch holds: two pipelines on two pooled
+    connections, every caller answered with its own reply."""
+    client = aioredis.Redis.from_url(private_redis.url, decode_responses=True)
+    batcher = CommandBatcher(client, timeout_s=5.0)
+    await client.ping()
+    before = connections_received(private_redis.url)
+    key = "jg:{test}:batching-counter"
+    callers = MAX_BATCH_COMMANDS + 300
+    replies = await asyncio.gather(
+        *(batcher.execute([(("INCR", key), {})]) for _ in range(callers))
+    )
+    assert sorted(reply for (reply,) in replies) == list(range(1, callers + 1))
+    # one connection check of ours, and the second batch's connection
+    assert connections_received(private_redis.url) == before + 2
+    await client.delete(key)
     await client.aclose()

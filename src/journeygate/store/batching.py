@@ -48,7 +48,6 @@ class CommandBatcher:
         self._batch: list[tuple[Sequence[Command], asyncio.Future[list[Any]]]] = []
         self._batch_commands = 0
         self._sending: set[asyncio.Task[None]] = set()
-        self._deadline: asyncio.TimerHandle | None = None  # the open batch's
 
     async def execute(self, commands: Sequence[Command]) -> list[Any]:
         """The replies to ``commands`` in order; a command Redis refused is its exception
@@ -57,14 +56,18 @@ class CommandBatcher:
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[list[Any]] = loop.create_future()
         if not self._batch:
-            loop.call_soon(self._send)
-            # one timer per batch, not one per caller: callers join a batch within one loop
-            # iteration, so they share its deadline (cancelled when the replies come)
-            self._deadline = loop.call_later(self.timeout_s, self._expire, self._batch)
+            # The round trip's task first runs in the next loop iteration and takes every
+            # command queued until then. One timer per batch, not one per caller: callers
+            # join a batch within one loop iteration, so they share its deadline (cancelled
+            # when the replies come).
+            deadline = loop.call_later(self.timeout_s, self._expire, self._batch)
+            task = loop.create_task(self._round_trip(self._batch, deadline))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
         self._batch.append((commands, reply))
         self._batch_commands += len(commands)
         if self._batch_commands >= MAX_BATCH_COMMANDS:
-            self._send()
+            self._close_batch()  # sent as it is; the next caller starts another
         # a caller that stops waiting cancels its reply only, never the batch
         return await reply
 
@@ -77,20 +80,17 @@ class CommandBatcher:
                     StoreUnavailable(f"redis: no reply within {self.timeout_s * 1000:.0f} ms")
                 )
 
-    def _send(self) -> None:
-        """Start sending the commands collected so far (a no-op when already sent)."""
-        batch, self._batch, self._batch_commands = self._batch, [], 0
-        if batch:
-            deadline, self._deadline = self._deadline, None
-            task = asyncio.get_running_loop().create_task(self._round_trip(batch, deadline))
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+    def _close_batch(self) -> None:
+        """Let callers from now on start a new batch: the open one goes as it is."""
+        self._batch, self._batch_commands = [], 0
 
     async def _round_trip(
         self,
         batch: list[tuple[Sequence[Command], asyncio.Future[list[Any]]]],
-        deadline: asyncio.TimerHandle | None,
+        deadline: asyncio.TimerHandle,
     ) -> None:
+        if batch is self._batch:
+            self._close_batch()
         pipe = self.client.pipeline(transaction=False)
         for commands, _ in batch:
             for args, options in commands:
@@ -107,8 +107,7 @@ class CommandBatcher:
                     reply.set_exception(failure)
             return
         finally:
-            if deadline is not None:
-                deadline.cancel()  # a timer left to fire would wake an idle loop for nothing
+            deadline.cancel()  # a timer left to fire would wake an idle loop for nothing
         start = 0
         for commands, reply in batch:
             end = start + len(commands)
