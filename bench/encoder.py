@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "plugins") not in sys.path:  # runnable without the editable install too
     sys.path.insert(0, str(ROOT / "plugins"))
 
+from closedloop import drive  # noqa: E402
 from journeygate.encoder import (  # noqa: E402
     MicroBatchEncoder,
     encode_texts,
@@ -79,21 +80,9 @@ def make_queries(count: int, seed: int, catalog: Path = CATALOG) -> list[str]:
     return list(queries)
 
 
-async def drive(encode: Encode, texts: Sequence[str], concurrency: int) -> dict[str, float]:
+async def measure(encode: Encode, texts: Sequence[str], concurrency: int) -> dict[str, float]:
     """Closed loop: ``concurrency`` clients share ``texts``; throughput and latency."""
-    queue = list(reversed(texts))
-    latencies: list[float] = []
-
-    async def client() -> None:
-        while queue:
-            text = queue.pop()
-            started = time.perf_counter()
-            await encode(text)
-            latencies.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
+    latencies, elapsed = await drive(encode, texts, concurrency)
     ms = np.asarray(latencies) * 1000.0
     return {
         "concurrency": concurrency,
@@ -126,8 +115,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             cache_size=0,
         )
         try:
-            await drive(one_at_a_time, warmup[:16], 4)
-            await drive(batcher.encode, warmup[16:], 4)
+            await measure(one_at_a_time, warmup[:16], 4)
+            await measure(batcher.encode, warmup[16:], 4)
             # each mode gets its own distinct texts of the same kind (no cross-mode caching
             # anywhere; the halves are drawn from one seeded sample)
             plan = [
@@ -139,7 +128,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for mode, encode, batch_texts, concurrency in plan:
                 before = batcher.stats.as_dict()
                 row: dict[str, Any] = {"mode": mode}
-                row.update(await drive(encode, batch_texts, concurrency))
+                row.update(await measure(encode, batch_texts, concurrency))
                 if mode == "micro-batch":
                     after = batcher.stats.as_dict()
                     passes = after["batches"] - before["batches"]

@@ -43,8 +43,7 @@ import json
 import os
 import random
 import sys
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -57,6 +56,7 @@ if str(ROOT / "plugins") not in sys.path:  # runnable without the editable insta
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from closedloop import drive  # noqa: E402
 from jg_sentiment.data import load_sentences  # noqa: E402
 from jg_sentiment.model import SentimentModel  # noqa: E402
 from jg_sentiment.scoring import FeedbackScorer  # noqa: E402
@@ -80,23 +80,6 @@ def make_feedback(count: int, seed: int) -> list[str]:
             raise SystemExit(f"not enough distinct sentences for {count} feedbacks")
         feedback.append(" ".join(sentences.pop() for _ in range(take)))
     return feedback
-
-
-async def drive(score: Score, texts: Sequence[str], concurrency: int) -> tuple[list[float], float]:
-    """Closed loop: ``concurrency`` clients share ``texts``; each latency and the wall time."""
-    queue = list(reversed(texts))
-    latencies: list[float] = []
-
-    async def client() -> None:
-        while queue:
-            text = queue.pop()
-            started = time.perf_counter()
-            await score(text)
-            latencies.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(concurrency)))
-    return latencies, time.perf_counter() - started
 
 
 def summary(latencies: list[float], seconds: float) -> dict[str, float]:
