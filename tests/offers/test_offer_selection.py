@@ -3,15 +3,18 @@ what happens when nothing is eligible, explain, experiment params and escaping."
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from zoneinfo import ZoneInfo
 
 import pytest
-from offerkit import DEFAULT_OFFER, Clock, decide, eventkit, set_profile, start
+from offerkit import DEFAULT_OFFER, Clock, decide, eventkit, plugin_of, set_profile, start
 
+import jg_offers.plugin as offers_plugin
 from jg_offers.plugin import OffersPlugin
-from journeygate import hookimpl
+from journeygate import appkeys, hookimpl
+from journeygate.validation import parse_decide_request
 
 ONE_OFFER = """
 [[offers]]
@@ -327,6 +330,25 @@ async def test_offer_slots_of_one_decision_get_different_offers(gateway, tmp_pat
         client, [*slots, {"id": "only-a", "kind": "offer", "params": {"offers": ["a"]}}]
     )
     assert blocks["only-a"]["offer"]["id"] == DEFAULT_OFFER
+
+
+async def test_offers_taken_by_unobserved_decisions_stay_bounded(gateway, tmp_path, monkeypatch):
+    """A decision whose observation never comes (its observer failed) leaves what its slots
+    took behind: only the newest MAX_OPEN_DECISIONS are kept, and each decision's slots still
+    get different offers."""
+    monkeypatch.setattr(offers_plugin, "MAX_OPEN_DECISIONS", 4)
+    client = await start(gateway, tmp_path, EXPERIMENT)
+    assert client.app is not None
+    slots = [{"id": "hero", "kind": "offer"}, {"id": "side", "kind": "offer"}]
+    body = {"visitor_id": "v1", "context": {"page": {"type": "home"}}, "slots": slots}
+    request = parse_decide_request(body, client.app[appkeys.LIMITS])
+    context = (await client.app[appkeys.PIPELINE].decide(request)).context
+    plugin = plugin_of(client)
+    for n in range(10):  # choose_offer alone: nothing observes these decisions
+        decision = dataclasses.replace(context, decision_id=f"d{n}")
+        chosen = [plugin.journeygate_choose_offer(decision, slot).id for slot in request.slots]
+        assert chosen == ["a", "b"]
+    assert list(plugin._taken) == ["d6", "d7", "d8", "d9"]
 
 
 async def test_offer_text_is_escaped_in_html(gateway, tmp_path):
