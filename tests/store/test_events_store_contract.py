@@ -358,3 +358,23 @@ async def test_every_redis_key_has_a_ttl(redis_url, visitor_id):
     assert {key: client.ttl(key) for key in found if client.ttl(key) <= 0} == {}
     client.close()
     await store.close()
+
+
+async def test_a_mistyped_price_is_rejected_before_anything_is_written(redis_url, visitor_id):
+    """Events written to the streams by something other than the gateway are checked again
+    in the script: a cart snapshot whose price is not a number used to empty the cart first
+    and fail on the price, half-applied."""
+    store = open_store(StoreConfig(redis_url=redis_url, timeout_ms=1000), "redis", EVENTS)
+    await apply(store, visitor_id, ev("cart_add", visitor_id, -20, product_id="MUG", price=2.5))
+    snapshot = ev("cart_view", visitor_id, -10, products=[{"product_id": "JUG", "price": 10}])
+    snapshot["x"]["items"][0]["price"] = {"amount": 10}
+    added = ev("cart_add", visitor_id, -5, product_id="CUP", price=1.0)
+    added["x"]["price"] = "1.00"
+    for bad, field in ((snapshot, "x.items"), (added, "x")):
+        result = await apply(store, visitor_id, bad)
+        assert result.flags == () and f"malformed {field}" in (result.error or "")
+    cart = (await profile(store, visitor_id))["cart"]
+    assert cart == {"items": [{"product_id": "MUG", "quantity": 1, "price": 2.5}], "value": 2.5}
+    raw = await store.load_events_profile(visitor_id)
+    assert raw is not None and int(raw.profile["events"]) == 1  # the first add only
+    await store.close()

@@ -47,7 +47,8 @@ local function invalid(e)
   local x = e.x or {}
   if not (optional(x.pid, 'string') and optional(x.cat, 'string') and optional(x.path, 'string')
           and optional(x.oid, 'string') and optional(x.rev, 'number')
-          and optional(x.consents, 'table') and optional(x.items, 'table')) then
+          and optional(x.price, 'number') and optional(x.consents, 'table')
+          and optional(x.items, 'table')) then
     return 'x'
   end
   if e.k == 'search' and not is(x.q, 'string') then
@@ -58,7 +59,7 @@ local function invalid(e)
   end
   for _, item in ipairs(x.items or {}) do
     if not (is(item, 'table') and is(item.pid, 'string') and integer(item.qty)
-            and optional(item.cat, 'string')) then
+            and optional(item.cat, 'string') and optional(item.price, 'number')) then
       return 'x.items'
     end
   end
