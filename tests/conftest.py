@@ -123,9 +123,15 @@ def make_config(catalog_path: Path) -> Callable[..., AppConfig]:
     """Config from the bundled TOML with the test catalog; keyword overrides per section."""
 
     def factory(**overrides: Any) -> AppConfig:
+        # Tests check which plugin answered, not how fast: with the production budgets (50
+        # ms a call, 250 ms a decision) a full garbage collection of the test process (torch,
+        # pandas; `journeygate serve` freezes its startup objects against that) or a pause
+        # of the loaded CI machine handed a slot to the fallback now and then. Budgets and
+        # deadlines are tested where they are the subject, with their own values.
         base: dict[str, Any] = {
             "catalog": {"path": str(catalog_path)},
-            "plugins": {"load_entrypoints": False},
+            "plugins": {"load_entrypoints": False, "default_budget_ms": 2000},
+            "decide": {"deadline_ms": 5000},
             "server": {"api_keys": ["test-admin-key"], "cors_origins": ["https://shop.example"]},
         }
         return load_config(environ={}, overrides=merge(base, overrides))
