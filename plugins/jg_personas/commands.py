@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from jg_personas.clustering import TooFewCustomers, fit_personas
 from jg_personas.features import FEATURES, customer_features
 from jg_personas.model import PersonaModel
 from jg_personas.settings import PLUGIN_NAME, PersonaSettings
@@ -96,6 +95,10 @@ def segment_command(args: argparse.Namespace, config: AppConfig) -> int:
         Path(args.file) if args.file else config.resolve_path(config.catalog.sample_interactions)
     )
     out = Path(args.out) if args.out else config.resolve_path(settings.artifacts)
+    # scikit-learn only here: every process that builds the command line (the gateway and
+    # its workers included) would otherwise import it at startup
+    from jg_personas.clustering import TooFewCustomers, fit_personas
+
     started = time.perf_counter()
     try:
         frame = read_online_retail(source)
