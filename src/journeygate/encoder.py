@@ -51,6 +51,8 @@ def load_sentence_model(precision: Precision = "float32") -> SentenceTransformer
     """The shared MiniLM model of this process in ``precision`` (loaded once, on the CPU,
     offline). Each precision is its own copy: a model trained on int8 vectors must be served
     int8 vectors, and float32 ones stay float32."""
+    if precision not in ("float32", "int8"):
+        raise ValueError(f"precision must be float32 or int8, not {precision!r}")
     with _lock:
         model = _models.get(precision)
         if model is None:
@@ -64,8 +66,6 @@ def load_sentence_model(precision: Precision = "float32") -> SentenceTransformer
                 from journeygate.int8 import quantise_linears
 
                 quantise_linears(_bert(model).encoder)
-            elif precision != "float32":
-                raise ValueError(f"precision must be float32 or int8, not {precision!r}")
             _models[precision] = model
         return model
 
@@ -124,7 +124,7 @@ def encode_packed(texts: Sequence[str], precision: Precision = "float32") -> np.
     import torch
 
     model = load_sentence_model(precision)
-    encoder = _packed_encoder(precision)
+    encoder = _packed_encoder(model, precision)
     # the tokenisation encode_texts uses (same settings, so threads never reconfigure the
     # shared tokenizer), then the padding dropped
     features = model.preprocess(list(texts))
@@ -142,9 +142,8 @@ def encode_packed(texts: Sequence[str], precision: Precision = "float32") -> np.
     return np.asarray(torch.cat(vectors).numpy(), dtype=np.float32)
 
 
-def _packed_encoder(precision: Precision) -> PackedEncoder:
-    """The packed pass over the shared model of ``precision`` (built once)."""
-    model = load_sentence_model(precision)
+def _packed_encoder(model: SentenceTransformer, precision: Precision) -> PackedEncoder:
+    """The packed pass over ``model``, the shared model of ``precision`` (built once)."""
     with _lock:
         encoder = _packed.get(precision)
         if encoder is None:
