@@ -26,7 +26,7 @@ async def test_concurrent_decisions_share_one_connection(private_redis):
     visitors = await asyncio.gather(
         *(store.load_visitor(f"v{n}", "s", page_view="P1") for n in range(50))
     )
-    # one connection check of ours; the 50 calls went out as one pipeline on the pooled one
+    # one connection check of ours; the 50 calls went out as one pipeline on the batcher's one
     assert connections_received(private_redis.url) == before + 1
     assert all(visitor.store_available for visitor in visitors)
     profiles = await asyncio.gather(*(store.get_profile(f"v{n}") for n in range(50)))
@@ -55,6 +55,7 @@ async def test_one_callers_error_and_cancellation_leave_the_others_alone(redis_u
     assert isinstance(wrong_type[0], redis.ResponseError)
     assert fine == ["text", 4]
     await client.delete("jg:test:batching")
+    await batcher.aclose()
     await client.aclose()
 
 
@@ -65,11 +66,12 @@ async def test_unreachable_redis_fails_every_caller_in_the_batch():
         *(batcher.execute([(("GET", "k"), {})]) for _ in range(3)), return_exceptions=True
     )
     assert all(isinstance(result, StoreUnavailable) for result in results)
+    await batcher.aclose()
     await client.aclose()
 
 
 async def test_a_full_batch_is_sent_as_it_is_and_the_next_callers_start_another(private_redis):
-    """More commands in one loop iteration than a batch holds: two pipelines on two pooled
+    """More commands in one loop iteration than a batch holds: two pipelines on two
     connections, every caller answered with its own reply."""
     client = aioredis.Redis.from_url(private_redis.url, decode_responses=True)
     batcher = CommandBatcher(client, timeout_s=5.0)
@@ -81,7 +83,42 @@ async def test_a_full_batch_is_sent_as_it_is_and_the_next_callers_start_another(
         *(batcher.execute([(("INCR", key), {})]) for _ in range(callers))
     )
     assert sorted(reply for (reply,) in replies) == list(range(1, callers + 1))
-    # one connection check of ours, and the second batch's connection
-    assert connections_received(private_redis.url) == before + 2
+    # one connection check of ours, and the batcher's two connections
+    assert connections_received(private_redis.url) == before + 3
     await client.delete(key)
+    await batcher.aclose()
+    await client.aclose()
+
+
+async def test_calls_made_while_every_connection_is_busy_wait_and_go_out_together(private_redis):
+    """One connection allowed, held by a blocking command: the calls of the next loop
+    iterations wait for it instead of opening connections, and are all answered."""
+    client = aioredis.Redis.from_url(private_redis.url, decode_responses=True)
+    batcher = CommandBatcher(client, timeout_s=5.0, max_connections=1)
+    await client.ping()
+    before = connections_received(private_redis.url)
+    blocked = asyncio.ensure_future(batcher.execute([(("BLPOP", "jg:{test}:empty", 0.3), {})]))
+    later = []
+    for n in range(5):
+        await asyncio.sleep(0.01)  # each in a loop iteration of its own
+        later.append(asyncio.ensure_future(batcher.execute([(("ECHO", f"call {n}"), {})])))
+    replies = await asyncio.gather(*later)
+    assert blocked.done() and await blocked == [None]  # the BLPOP answered first
+    assert replies == [[f"call {n}"] for n in range(5)]
+    assert connections_received(private_redis.url) == before + 2  # ours, and the batcher's one
+    await batcher.aclose()
+    await client.aclose()
+
+
+async def test_a_connection_redis_closed_is_replaced_without_failing_the_callers(private_redis):
+    """Redis dropping every client (a restart does the same): the next batch's write or
+    first reply fails on the dead connection, and is sent again on a fresh one."""
+    client = aioredis.Redis.from_url(private_redis.url, decode_responses=True)
+    batcher = CommandBatcher(client, timeout_s=2.0)
+    assert await batcher.execute([(("ECHO", "first"), {})]) == ["first"]
+    admin = redis.Redis.from_url(private_redis.url)
+    assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+    admin.close()
+    assert await batcher.execute([(("ECHO", "after"), {})]) == ["after"]
+    await batcher.aclose()
     await client.aclose()

@@ -547,6 +547,7 @@ class RedisProfileStore:
             return False
 
     async def close(self) -> None:
+        await self._batcher.aclose()
         await self.client.aclose()
 
 
