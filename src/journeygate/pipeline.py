@@ -14,7 +14,7 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -295,33 +295,63 @@ class Pipeline:
         budget = impl.budget
         if deadline is not None:
             budget = max(min(budget, deadline - started), 0.0)
-        outcome = CallOutcome(plugin=impl.plugin, ok=True)
         try:
             if impl.offloaded:
-                loop = asyncio.get_running_loop()
                 args = [kwargs[name] for name in impl.argnames]
-                async with asyncio.timeout(budget):
-                    outcome.result = await loop.run_in_executor(
-                        self.executor, lambda: impl.function(*args)
-                    )
+                result = asyncio.get_running_loop().run_in_executor(
+                    self.executor, lambda: impl.function(*args)
+                )
             else:
                 result = self._invoke(impl, kwargs)
-                if type(result) not in PLAIN_RESULTS and inspect.isawaitable(result):
-                    remaining = budget - (time.perf_counter() - started)
-                    async with asyncio.timeout(max(remaining, 0)):
-                        result = await result
-                outcome.result = result
-            if time.perf_counter() - started > budget and not impl.last_resort:
-                # A synchronous implementation cannot be interrupted; its late answer is
-                # still discarded so that budgets mean the same for every plugin.
-                raise TimeoutError
-        except TimeoutError:
+        except Exception as exc:
+            return self._outcome(impl, hook, started, budget, trace, slot, error=exc)
+        if type(result) in PLAIN_RESULTS or not inspect.isawaitable(result):
+            return self._outcome(impl, hook, started, budget, trace, slot, result)
+        return await self._settle(impl, hook, result, started, budget, trace, slot)
+
+    async def _settle(
+        self,
+        impl: _Impl,
+        hook: str,
+        pending: Awaitable[Any],
+        started: float,
+        budget: float,
+        trace: list[dict[str, Any]] | None,
+        slot: str | None,
+    ) -> CallOutcome:
+        """Await what an implementation returned under the rest of its budget."""
+        try:
+            async with asyncio.timeout(max(budget - (time.perf_counter() - started), 0)):
+                result = await pending
+        except Exception as exc:
+            return self._outcome(impl, hook, started, budget, trace, slot, error=exc)
+        return self._outcome(impl, hook, started, budget, trace, slot, result)
+
+    def _outcome(
+        self,
+        impl: _Impl,
+        hook: str,
+        started: float,
+        budget: float,
+        trace: list[dict[str, Any]] | None,
+        slot: str | None,
+        result: Any = None,
+        error: Exception | None = None,
+    ) -> CallOutcome:
+        """Record a finished call (its latency, a failure, the explanation's entry)."""
+        elapsed = time.perf_counter() - started
+        if error is None and elapsed > budget and not impl.last_resort:
+            # A synchronous implementation cannot be interrupted; its late answer is still
+            # discarded so that budgets mean the same for every plugin.
+            error = TimeoutError()
+        if error is None:
+            outcome = CallOutcome(plugin=impl.plugin, ok=True, result=result)
+        elif isinstance(error, TimeoutError):
             outcome = CallOutcome(plugin=impl.plugin, ok=False, reason="timeout")
             self._failed(impl, hook, budget)
-        except Exception as exc:
+        else:
             outcome = CallOutcome(plugin=impl.plugin, ok=False, reason="error")
-            self._failed(impl, hook, budget, exc)
-        elapsed = time.perf_counter() - started
+            self._failed(impl, hook, budget, error)
         impl.duration.observe(elapsed)
         if trace is not None:
             entry: dict[str, Any] = {
@@ -454,9 +484,7 @@ class Pipeline:
         if self.experiments:
             self.experiments.observe(context, blocks)
         if self._impls[OBSERVE_DECISION]:
-            task = asyncio.create_task(self._observe(context, blocks))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._observe(context, blocks)
         return decision
 
     async def _enrich(
@@ -561,12 +589,50 @@ class Pipeline:
             if not outcome.ok:
                 block.items, block.offer = saved_items, saved_offer
 
-    async def _observe(self, context: DecisionContext, blocks: Sequence[Block]) -> None:
-        """The observers one after the other, in the decision's background task: nobody
-        waits for them, so a task each (``call_all``) would buy nothing but its cost."""
+    def _observe(self, context: DecisionContext, blocks: Sequence[Block]) -> None:
+        """Call the decision observers in turn, now: most return nothing to wait for, and a
+        task per decision would cost more than they do. From the first that returns an
+        awaitable (a store write) on, the rest runs in a background task nobody waits for,
+        so the observers still run one after the other."""
         kwargs = {"context": context, "blocks": blocks}
-        for impl in self._impls[OBSERVE_DECISION]:
-            await self.call(impl, OBSERVE_DECISION, kwargs, None)
+        impls = self._impls[OBSERVE_DECISION]
+        for index, impl in enumerate(impls):
+            if impl.offloaded:
+                self._in_background(impls[index:], kwargs)
+                return
+            started = time.perf_counter()
+            try:
+                result = self._invoke(impl, kwargs)
+            except Exception as exc:
+                self._outcome(impl, OBSERVE_DECISION, started, impl.budget, None, None, error=exc)
+                continue
+            if type(result) in PLAIN_RESULTS or not inspect.isawaitable(result):
+                self._outcome(impl, OBSERVE_DECISION, started, impl.budget, None, None, result)
+                continue
+            settling = self._settle(
+                impl, OBSERVE_DECISION, result, started, impl.budget, None, None
+            )
+            self._in_background(impls[index + 1 :], kwargs, settling)
+            return
+
+    def _in_background(
+        self,
+        impls: Sequence[_Impl],
+        kwargs: Mapping[str, Any],
+        settling: Awaitable[CallOutcome] | None = None,
+    ) -> None:
+        """Finish ``settling`` (an observer's pending write), then call ``impls`` in turn, in
+        a task that ``stop`` waits for."""
+
+        async def observe() -> None:
+            if settling is not None:
+                await settling
+            for impl in impls:
+                await self.call(impl, OBSERVE_DECISION, kwargs, None)
+
+        task = asyncio.create_task(observe())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _item_base(self, product: Product) -> dict[str, Any]:
         """The catalog part of an item, built once per product and copied per request."""

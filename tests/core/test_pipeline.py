@@ -402,6 +402,44 @@ async def test_observer_awaitables_and_failures_are_isolated_and_counted(gateway
     assert len(logged) == 1 and logged[0].exc_info is not None
 
 
+class WritingObserver:
+    """Called first; its write takes a while."""
+
+    def __init__(self):
+        self.written = []
+
+    @hookimpl(tryfirst=True)
+    def journeygate_observe_decision(self, context):
+        return self._write(context.decision_id)
+
+    async def _write(self, decision_id):
+        await asyncio.sleep(0.02)
+        self.written.append(decision_id)
+
+
+class FollowingObserver:
+    """Called after the writer: what it sees of the writer's work shows the order."""
+
+    def __init__(self, writer):
+        self.writer = writer
+        self.saw = []
+        self.done = asyncio.Event()
+
+    @hookimpl(trylast=True)
+    def journeygate_observe_decision(self, context):
+        self.saw.append(list(self.writer.written))
+        self.done.set()
+
+
+async def test_observers_run_one_after_the_other_including_their_writes(gateway):
+    writer = WritingObserver()
+    following = FollowingObserver(writer)
+    client = await gateway(extra_plugins=[("writer", writer), ("following", following)])
+    body = await decide(client, decide_body())
+    await asyncio.wait_for(following.done.wait(), 2)
+    assert following.saw == [[body["decision_id"]]]
+
+
 class Lifecycle:
     def __init__(self):
         self.events = []
