@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -37,6 +37,7 @@ SLOT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_TEXT = 2048
 MAX_CART_ITEMS = 100
 MAX_QUANTITY = 10_000
+SLOT_CACHE_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,10 @@ class Limits:
     strategies: Collection[str]
     plugins: Collection[str]
     has_template: Callable[[str], bool]
+    # Slots already validated, by their exact JSON (see _cached_slot).
+    slot_cache: dict[tuple[tuple[str, type, Any], ...], SlotRequest] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
 
 def _object(value: Any, field: str) -> Mapping[str, Any]:
@@ -220,6 +225,27 @@ def _slot(value: Any, index: int, limits: Limits) -> SlotRequest:
     )
 
 
+def _cached_slot(value: Any, index: int, limits: Limits) -> SlotRequest:
+    """``_slot``, answered from ``limits.slot_cache`` for a slot sent before: a storefront
+    sends the same few slot definitions with every page. The key holds each value's type,
+    so that ``8``, ``8.0`` and ``True`` (equal in Python) stay apart; a slot with a
+    ``params`` object (not hashable) is validated every time."""
+    if type(value) is not dict:
+        return _slot(value, index, limits)
+    try:
+        key = tuple([(name, type(item), item) for name, item in value.items()])
+        slot = limits.slot_cache.get(key)
+    except TypeError:
+        return _slot(value, index, limits)
+    if slot is None:
+        slot = _slot(value, index, limits)
+        cache = limits.slot_cache
+        if len(cache) >= SLOT_CACHE_SIZE:
+            del cache[next(iter(cache))]  # the oldest entry
+        cache[key] = slot
+    return slot
+
+
 def parse_decide_request(body: Any, limits: Limits) -> DecideRequest:
     """Validate a ``POST /v1/decide`` body; raises an :class:`InvalidRequest` naming the field."""
     data = _object(body, "")
@@ -230,7 +256,7 @@ def parse_decide_request(body: Any, limits: Limits) -> DecideRequest:
         raise InvalidRequest("slots must be a non-empty array", "slots")
     if len(slots) > limits.max_slots:
         raise InvalidRequest(f"slots has more than {limits.max_slots} entries", "slots")
-    parsed_slots = tuple(_slot(slot, index, limits) for index, slot in enumerate(slots))
+    parsed_slots = tuple(_cached_slot(slot, index, limits) for index, slot in enumerate(slots))
     seen: set[str] = set()
     for index, slot in enumerate(parsed_slots):
         if slot.id in seen:

@@ -200,6 +200,24 @@ async def test_bad_requests_name_the_field(gateway, body, status, code, field):
     assert error["message"]
 
 
+async def test_a_slot_validated_before_does_not_vouch_for_an_equal_looking_one(gateway):
+    """Slots are validated once per exact JSON: ``1``, ``1.0`` and ``true`` compare equal
+    in Python, but only the first is a valid limit, whatever was sent before."""
+    client = await gateway()
+    for limit, status in ((1, 200), (True, 400), (1.0, 400), (1, 200), (True, 400)):
+        slot = {"id": "a", "kind": "recommendations", "limit": limit}
+        response = await client.post("/v1/decide", json={**BODY, "slots": [slot]})
+        assert response.status == status, limit
+        if status == 200:
+            assert len((await response.json())["blocks"][0]["items"]) == 1
+        else:
+            assert (await response.json())["error"]["field"] == "slots[0].limit"
+    # a second slot with the same definition gets the index it has in its own request
+    slots = [{"id": "b", "kind": "offer"}, {"id": "a", "kind": "recommendations", "limit": True}]
+    response = await client.post("/v1/decide", json={**BODY, "slots": slots})
+    assert (await response.json())["error"]["field"] == "slots[1].limit"
+
+
 async def test_malformed_json(gateway):
     client = await gateway()
     response = await post_raw(client, '{"visitor_id": "v1", "slots": [')
