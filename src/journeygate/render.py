@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,18 +69,25 @@ class Renderer:
         """Render template ``name`` (``recommendations`` → ``recommendations.html``)."""
         return self._template(name).render(**values).strip()
 
-    def render_cached(self, name: str, fingerprint: bytes, decision_id: str, **values: Any) -> str:
+    def render_cached(
+        self,
+        name: str,
+        fingerprint: bytes,
+        decision_id: str,
+        values: Callable[[], Mapping[str, Any]],
+    ) -> str:
         """Render ``name`` once per ``fingerprint`` and splice the decision id into a copy.
 
         ``fingerprint`` must identify every value the template receives except the decision
-        id (which is passed here, also inside ``values`` wherever it appears, as
-        :data:`DECISION_PLACEHOLDER`). Blocks that many visitors share — popular items, a
-        default offer — then render once instead of on every request.
+        id (which is passed here, and must appear in ``values()`` as
+        :data:`DECISION_PLACEHOLDER` wherever the template shows it). ``values`` is called
+        on a miss only. Blocks that many visitors share — popular items, a default offer —
+        then render once instead of on every request.
         """
         key = (name, fingerprint)
         html = self._cache.get(key)
         if html is None:
-            html = self.render(name, decision_id=DECISION_PLACEHOLDER, **values)
+            html = self.render(name, decision_id=DECISION_PLACEHOLDER, **values())
             if self._cache_size:
                 if len(self._cache) >= self._cache_size:
                     del self._cache[next(iter(self._cache))]  # the oldest entry

@@ -43,7 +43,7 @@ class RendererPlugin:
             name,
             fingerprint,
             context.decision_id,
-            **self._values(block, context, DECISION_PLACEHOLDER),
+            lambda: self._values(block, context, DECISION_PLACEHOLDER),
         )
 
     def _values(self, block: Block, context: DecisionContext, decision_id: str) -> dict[str, Any]:
