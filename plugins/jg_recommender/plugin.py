@@ -262,7 +262,7 @@ class RecommenderPlugin:
     @hookimpl
     def journeygate_candidates(
         self, context: DecisionContext, slot: SlotRequest
-    ) -> list[Candidate] | Awaitable[list[Candidate] | None] | None:
+    ) -> Sequence[Candidate] | Awaitable[Sequence[Candidate] | None] | None:
         """Answered synchronously from the ranking cache; only a new answer returns an
         awaitable that scores in the executor (the pipeline awaits it under the budget)."""
         if slot.strategy not in STRATEGIES:
@@ -291,7 +291,7 @@ class RecommenderPlugin:
 
     async def _score_and_cache(
         self, model: HybridRecommender, call: ModelCall, slot: SlotRequest, context: DecisionContext
-    ) -> list[Candidate] | None:
+    ) -> Sequence[Candidate] | None:
         ranking = await self._score(model, call)
         if ranking is None:
             return None
@@ -366,10 +366,11 @@ class RecommenderPlugin:
         ranking: Ranking,
         slot: SlotRequest,
         context: DecisionContext,
-    ) -> list[Candidate]:
+    ) -> tuple[Candidate, ...]:
         """Business rules after scoring: category filter and per-block diversity. Exclusion of
         the cart, the page's product, unavailable products and repeats across blocks is done
-        by the pipeline for every plugin; enough candidates are kept for it to have room."""
+        by the pipeline for every plugin; enough candidates are kept for it to have room.
+        The cached tuple itself is returned: the pipeline then resolves its items once."""
         category = slot.params.get("category")
         page_slots = sum(s.limit for s in context.request.slots if s.kind == "recommendations")
         enough = slot.limit + page_slots + len(context.context.cart) + 1
@@ -381,7 +382,7 @@ class RecommenderPlugin:
                 if len(self._ruled) >= self.settings.cache_size:
                     del self._ruled[next(iter(self._ruled))]  # the oldest entry
                 self._ruled[key] = kept
-        return list(kept)
+        return kept
 
     def _diversify(self, ranking: Ranking, category: Any, enough: int) -> tuple[Candidate, ...]:
         """The first ``enough`` available products of ``ranking`` in ``category`` (when given),

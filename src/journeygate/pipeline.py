@@ -14,7 +14,7 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +47,8 @@ FALLBACK_PLUGIN = "fallback"
 # Built-ins that answer when nothing else did: a late answer from them is kept, because the
 # alternative is an empty block.
 WARNING_INTERVAL_S = 10.0
+# Candidate tuples whose items are kept (see Pipeline._resolved_tuple).
+RESOLVED_CACHE_SIZE = 4096
 LAST_RESORT_PLUGINS = frozenset({FALLBACK_PLUGIN, "renderer"})
 SLOT_HOOKS = (
     "journeygate_candidates",
@@ -150,6 +152,9 @@ class Pipeline:
         self._slots_concurrent = True
         self._concurrent_hooks: frozenset[str] = frozenset()
         self._item_bases: dict[str, dict[str, Any]] = {}
+        self._resolved: dict[
+            int, tuple[tuple[Candidate, ...], tuple[tuple[str, dict[str, Any]], ...]]
+        ] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -657,35 +662,62 @@ class Pipeline:
         """Turn candidates into JSON items: known, available products only, nothing already
         in the cart, on the page or in another block of this page (``shown``, which this
         updates; slots claim products in the order their answers arrive), at most
-        ``slot.limit``."""
+        ``slot.limit``. Each item is a fresh dict: plugins may change it in place."""
         request = context.context
         excluded = {item.product_id for item in request.cart}
         excluded.update(shown)
         if request.page.product_id:
             excluded.add(request.page.product_id)
-        bases = self._item_bases
+        if type(candidates) is tuple:
+            resolved: Iterable[tuple[str, dict[str, Any]]] = self._resolved_tuple(candidates)
+        else:
+            resolved = self._resolve(candidates)
         items: list[dict[str, Any]] = []
+        limit = slot.limit
+        for product_id, item in resolved:
+            if product_id in excluded:
+                continue
+            excluded.add(product_id)
+            items.append(item.copy())
+            if len(items) >= limit:
+                break
+        shown.update(item["product_id"] for item in items)
+        return items
+
+    def _resolved_tuple(
+        self, candidates: tuple[Candidate, ...]
+    ) -> tuple[tuple[str, dict[str, Any]], ...]:
+        """:meth:`_resolve` of a tuple, kept: a tuple cannot change, and a plugin that
+        answers from a cache of its own hands over the same one again (the recommender
+        does), so its items are built once. Keyed by identity; the entry holds the tuple,
+        so that its id is not reused while it is cached."""
+        entry = self._resolved.get(id(candidates))
+        if entry is not None and entry[0] is candidates:
+            return entry[1]
+        resolved = tuple(self._resolve(candidates))
+        if len(self._resolved) >= RESOLVED_CACHE_SIZE:
+            del self._resolved[next(iter(self._resolved))]  # the oldest entry
+        self._resolved[id(candidates)] = (candidates, resolved)
+        return resolved
+
+    def _resolve(self, candidates: Iterable[Candidate]) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Each candidate that is a known, available product, with its item (catalog fields,
+        score, reason), in order; other values a plugin returned are skipped."""
+        bases = self._item_bases
         for candidate in candidates:
             if not isinstance(candidate, Candidate):
                 continue
             product_id = candidate.product_id
-            if product_id in excluded:
-                continue
             base = bases.get(product_id)
             if base is None:
                 product = self.catalog.get(product_id)
                 if product is None or not product.available:
                     continue
                 base = bases[product_id] = self._item_base(product)
-            excluded.add(product_id)
             item = {**base, "score": round(float(candidate.score), 6)}
             if candidate.reason:
                 item["reason"] = candidate.reason
-            items.append(item)
-            if len(items) >= slot.limit:
-                break
-        shown.update(item["product_id"] for item in items)
-        return items
+            yield product_id, item
 
 
 def new_decision_id() -> str:

@@ -313,6 +313,52 @@ async def test_postprocess_changes_apply_and_failed_changes_are_rolled_back(gate
     assert all(item["badge"] == "new" for item in items)
 
 
+class CachedPicks(Picks):
+    """Answers from a cache of its own: the same tuple every time (as the recommender does)."""
+
+    def __init__(self):
+        super().__init__()
+        self.answer = tuple(
+            Candidate(p, score=1.0 / (i + 1), reason="picked") for i, p in enumerate(self.products)
+        )
+
+    @hookimpl
+    def journeygate_candidates(self, slot):
+        return self.answer if slot.strategy == "picks" else None
+
+
+class Stamper:
+    """Changes every item in place: a list it appends to would grow across decisions if
+    they shared item dicts."""
+
+    @hookimpl
+    def journeygate_postprocess_block(self, context, block):
+        for item in block.items:
+            item.setdefault("seen_by", []).append(context.visitor_id)
+
+
+async def test_a_cached_candidate_tuple_gives_fresh_items_and_this_decisions_exclusions(gateway):
+    client = await gateway(extra_plugins=[("picks", CachedPicks()), ("stamper", Stamper())])
+    first = await decide(client, decide_body(PICKS_SLOT, visitor_id="v-one"))
+    cart = {"items": [{"product_id": "84879", "quantity": 1}]}
+    second = await decide(
+        client, decide_body(PICKS_SLOT, visitor_id="v-two", context={**PRODUCT_PAGE, "cart": cart})
+    )
+    third = await decide(client, decide_body(PICKS_SLOT, visitor_id="v-three"))
+    ids = [
+        [item["product_id"] for item in body["blocks"][0]["items"]]
+        for body in (first, second, third)
+    ]
+    assert ids == [
+        ["22423", "84879", "47566"],
+        ["22423", "47566", "20725"],  # the cart's product left out of this decision only
+        ["22423", "84879", "47566"],
+    ]
+    # the postprocessor's changes stay in the decision it changed
+    for body, visitor in ((first, "v-one"), (second, "v-two"), (third, "v-three")):
+        assert [item["seen_by"] for item in body["blocks"][0]["items"]] == [[visitor]] * 3
+
+
 class PlainRenderer:
     @hookimpl
     def journeygate_render_block(self, block, renderer):
