@@ -17,10 +17,12 @@ What is measured
     gateway computes each product page's recommendations and renders each block for the
     first time there; without it the first level measured would pay for all those cache
     misses and the others for none, so the order of the levels would decide the figures.
-    Then, for every concurrency level (default 1, 8, 32) and each server: a short warm-up,
-    then a fixed number of requests. Gateway requests are realistic product-page decisions (500
-    visitors, a few sessions each, a product page and one cart item from ``var/catalog.csv``,
-    a recommendations slot and an offer slot); baseline requests are ``GET /profile/{visitor}``.
+    Then, for every concurrency level (default 1, 8, 32): a short warm-up of each server, then
+    a fixed number of requests to each, sent in ``--slices`` parts (3) that alternate between
+    the servers, so that both meet the same drift of the machine's speed. Gateway requests are
+    realistic product-page decisions (500 visitors, a few sessions each, a product page and
+    one cart item from ``var/catalog.csv``, a recommendations slot and an offer slot);
+    baseline requests are ``GET /profile/{visitor}``.
     Every response must be 200; anything else, and every client exception, is an error.
     Reported per run: successful requests per second, latency percentiles p50/p95/p99 measured
     in the client (send to last byte of the body), errors, for the gateway the decisions that
@@ -488,6 +490,47 @@ def percentile(ordered: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+@dataclass
+class Sample:
+    """What one stretch of requests to one target gave: latencies of the 200s, the errors,
+    the wall-clock time and the server's CPU time."""
+
+    latencies: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+    cpu_seconds: float | None = 0.0
+
+    def add(self, other: Sample) -> None:
+        self.latencies.extend(other.latencies)
+        self.errors.update(other.errors)
+        self.seconds += other.seconds
+        if self.cpu_seconds is None or other.cpu_seconds is None:
+            self.cpu_seconds = None
+        else:
+            self.cpu_seconds += other.cpu_seconds
+
+    def result(self, target: str, concurrency: int, requests: int) -> RunResult:
+        ms = sorted(value * 1000 for value in self.latencies)
+        ok = len(ms)
+        return RunResult(
+            target=target,
+            concurrency=concurrency,
+            requests=requests,
+            ok=ok,
+            errors=self.errors.total(),
+            error_kinds=dict(self.errors),
+            seconds=self.seconds,
+            rps=ok / self.seconds if self.seconds > 0 else 0.0,
+            p50_ms=percentile(ms, 0.50) if ms else None,
+            p95_ms=percentile(ms, 0.95) if ms else None,
+            p99_ms=percentile(ms, 0.99) if ms else None,
+            mean_ms=statistics.fmean(ms) if ms else None,
+            cpu_ms_per_request=(
+                self.cpu_seconds * 1000 / ok if self.cpu_seconds is not None and ok else None
+            ),
+        )
+
+
 async def drive(
     session: aiohttp.ClientSession,
     workload: Workload,
@@ -495,10 +538,12 @@ async def drive(
     concurrency: int,
     offset: int,
     time_limit_s: float,
-) -> RunResult:
-    """Send ``total`` requests from ``concurrency`` closed-loop workers."""
-    latencies: list[float] = []
-    errors: Counter[str] = Counter()
+    server: Server | None = None,
+) -> Sample:
+    """Send ``total`` requests from ``concurrency`` closed-loop workers (and measure the CPU
+    time ``server`` spent meanwhile)."""
+    sample = Sample()
+    latencies, errors = sample.latencies, sample.errors
     headers = {"Content-Type": "application/json"} if workload.bodies else None
     next_index = 0
 
@@ -523,6 +568,7 @@ async def drive(
             else:
                 errors[f"HTTP {status}"] += 1
 
+    cpu_before = server.cpu_seconds() if server is not None else None
     started = time.perf_counter()
     try:
         async with asyncio.timeout(time_limit_s):
@@ -530,46 +576,70 @@ async def drive(
     except TimeoutError:
         unfinished = total - len(latencies) - errors.total()
         errors[f"not finished within {time_limit_s:.0f}s"] += unfinished
-    seconds = time.perf_counter() - started
-    ordered = sorted(latencies)
-    ms = [value * 1000 for value in ordered]
-    return RunResult(
-        target=workload.target,
-        concurrency=concurrency,
-        requests=total,
-        ok=len(latencies),
-        errors=errors.total(),
-        error_kinds=dict(errors),
-        seconds=seconds,
-        rps=len(latencies) / seconds if seconds > 0 else 0.0,
-        p50_ms=percentile(ms, 0.50) if ms else None,
-        p95_ms=percentile(ms, 0.95) if ms else None,
-        p99_ms=percentile(ms, 0.99) if ms else None,
-        mean_ms=statistics.fmean(ms) if ms else None,
+    sample.seconds = time.perf_counter() - started
+    cpu_after = server.cpu_seconds() if server is not None else None
+    sample.cpu_seconds = (
+        cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
     )
+    return sample
 
 
-async def measure(
-    workload: Workload, server: Server, concurrency: int, args: argparse.Namespace
-) -> RunResult:
-    """Warm up, then measure one target at one concurrency over fresh keep-alive connections."""
-    connector = aiohttp.TCPConnector(limit=concurrency)
+def slice_sizes(total: int, slices: int) -> list[int]:
+    """``total`` requests in ``slices`` nearly equal parts (none empty)."""
+    slices = max(1, min(slices, total))
+    return [total // slices + (index < total % slices) for index in range(slices)]
+
+
+async def measure_level(
+    workloads: Sequence[tuple[Workload, Server]], concurrency: int, args: argparse.Namespace
+) -> list[RunResult]:
+    """Every target at one concurrency, over fresh keep-alive connections: a warm-up each,
+    then ``args.requests`` each, sent in ``args.slices`` parts that alternate between the
+    targets. The machine's speed drifts (other tenants of the host); alternating puts both
+    targets under the same drift, so that their ratio does not depend on which of them met
+    a slow minute. Each part ends when its last request is answered, which costs the slower
+    target a little more: the ratio errs against the gateway."""
     timeout = aiohttp.ClientTimeout(total=args.request_timeout)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        warmup = max(args.warmup, concurrency * 4)
-        await drive(session, workload, warmup, concurrency, 0, args.run_timeout)
-        counters_before = await scrape_metrics(session, workload)
-        cpu_before = server.cpu_seconds()
-        result = await drive(
-            session, workload, args.requests, concurrency, warmup, args.run_timeout
-        )
-        cpu_after = server.cpu_seconds()
-        counters_after = await scrape_metrics(session, workload)
-    if cpu_before is not None and cpu_after is not None and result.ok:
-        result.cpu_ms_per_request = (cpu_after - cpu_before) * 1000 / result.ok
-    if counters_before is not None and counters_after is not None:
-        result.degraded = counters_after.degraded_since(counters_before)
-    return result
+    warmup = max(args.warmup, concurrency * 4)
+    async with contextlib.AsyncExitStack() as stack:
+        sessions = []
+        for workload, _ in workloads:
+            connector = aiohttp.TCPConnector(limit=concurrency)
+            session = await stack.enter_async_context(
+                aiohttp.ClientSession(connector=connector, timeout=timeout)
+            )
+            await drive(session, workload, warmup, concurrency, 0, args.run_timeout)
+            sessions.append(session)
+        counters_before = [
+            await scrape_metrics(session, workload)
+            for session, (workload, _) in zip(sessions, workloads, strict=True)
+        ]
+        samples = [Sample() for _ in workloads]
+        offset = warmup
+        for size in slice_sizes(args.requests, args.slices):
+            for sample, session, (workload, server) in zip(
+                samples, sessions, workloads, strict=True
+            ):
+                server.check_alive()
+                sample.add(
+                    await drive(
+                        session, workload, size, concurrency, offset, args.run_timeout, server
+                    )
+                )
+            offset += size
+        counters_after = [
+            await scrape_metrics(session, workload)
+            for session, (workload, _) in zip(sessions, workloads, strict=True)
+        ]
+    results = []
+    for sample, (workload, _), before, after in zip(
+        samples, workloads, counters_before, counters_after, strict=True
+    ):
+        result = sample.result(workload.target, concurrency, args.requests)
+        if before is not None and after is not None:
+            result.degraded = after.degraded_since(before)
+        results.append(result)
+    return results
 
 
 async def prime(workload: Workload, server: Server, args: argparse.Namespace) -> RunResult:
@@ -580,14 +650,16 @@ async def prime(workload: Workload, server: Server, args: argparse.Namespace) ->
     connector = aiohttp.TCPConnector(limit=PRIMING_CONCURRENCY)
     timeout = aiohttp.ClientTimeout(total=args.request_timeout)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        cpu_before = server.cpu_seconds()
-        result = await drive(
-            session, workload, workload.distinct, PRIMING_CONCURRENCY, 0, args.run_timeout
+        sample = await drive(
+            session,
+            workload,
+            workload.distinct,
+            PRIMING_CONCURRENCY,
+            0,
+            args.run_timeout,
+            server,
         )
-        cpu_after = server.cpu_seconds()
-    if cpu_before is not None and cpu_after is not None and result.ok:
-        result.cpu_ms_per_request = (cpu_after - cpu_before) * 1000 / result.ok
-    return result
+    return sample.result(workload.target, PRIMING_CONCURRENCY, workload.distinct)
 
 
 async def smoke_check(gateway_url: str, body: bytes) -> dict[str, Any]:
@@ -852,6 +924,7 @@ async def run_benchmark(args: argparse.Namespace, servers: Servers, visitors: li
             "requests": args.requests,
             "concurrency": args.concurrency,
             "warmup": args.warmup,
+            "slices": args.slices,
             "visitors": args.visitors,
             "seed": args.seed,
             "redis": "REDIS_URL" if os.environ.get("REDIS_URL") else "redis-server (own)",
@@ -876,14 +949,13 @@ async def run_benchmark(args: argparse.Namespace, servers: Servers, visitors: li
             flush=True,
         )
     for concurrency in args.concurrency:
-        for workload, server in workloads:
-            print(
-                f"running {workload.target} at concurrency {concurrency} "
-                f"({args.requests} requests)...",
-                flush=True,
-            )
-            server.check_alive()
-            report.runs.append(await measure(workload, server, concurrency, args))
+        names = " and ".join(workload.target for workload, _ in workloads)
+        print(
+            f"running {names} at concurrency {concurrency} ({args.requests} requests each, "
+            f"alternating in {len(slice_sizes(args.requests, args.slices))} parts)...",
+            flush=True,
+        )
+        report.runs.extend(await measure_level(workloads, concurrency, args))
     report.gateway = await gateway_counters(servers.gateway_url, servers.gateway.log_path)
     report.compute()
     return report
@@ -916,6 +988,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--concurrency", type=concurrency_levels, default=[1, 8, 32], help="e.g. 1,8,32"
     )
     parser.add_argument("--warmup", type=int, default=200, help="warm-up requests per run")
+    parser.add_argument(
+        "--slices",
+        type=positive_int,
+        default=3,
+        help="parts each level's requests are sent in, alternating between the targets",
+    )
     parser.add_argument("--visitors", type=positive_int, default=500, help="distinct visitors")
     parser.add_argument("--seed", type=int, default=1, help="seed of the generated requests")
     parser.add_argument("--body-pool", type=positive_int, default=2000, help=argparse.SUPPRESS)

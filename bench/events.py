@@ -332,8 +332,11 @@ async def ingest_gateway(
         )
         workload = decide.Workload("gateway", gateway_url, "POST", ["/v1/events"], bodies)
         meter.start()
-        run = await decide.drive(session, workload, len(bodies), concurrency, 0, args.run_timeout)
+        sample = await decide.drive(
+            session, workload, len(bodies), concurrency, 0, args.run_timeout
+        )
         cpu = meter.stop()
+    run = sample.result("gateway", concurrency, len(bodies))
     return IngestResult(
         target="gateway",
         concurrency=concurrency,
