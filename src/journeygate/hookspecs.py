@@ -167,7 +167,9 @@ def journeygate_candidates(
     :returns: candidates best first, or None/empty to let the next plugin answer. The
         pipeline drops unknown and unavailable products, the page's own product, cart items
         and products another block of the same page already shows, then cuts to
-        ``slot.limit`` — so return more than ``slot.limit`` when you can.
+        ``slot.limit`` — so return more than ``slot.limit`` when you can. A plugin that
+        answers from a cache of its own should return the cached *tuple* itself: the pipeline
+        then builds that tuple's items once, not on every decision.
         *First non-empty result wins.* May be async.
     """
 
@@ -231,8 +233,11 @@ def journeygate_observe_decision(
 ) -> Awaitable[None] | None:
     """Observe a decision that was served: log exposures, update counters, feed experiments.
 
-    When: after the answer was built, off the request's critical path (the response does not
-    wait for it). Each implementation runs under its time budget.
+    When: after the answer was built. Implementations are called one after the other; a
+    synchronous one is called before the response is sent, so keep it to bookkeeping and
+    return an awaitable for I/O (a store write): that part, and the implementations after
+    it, run in a background task the response does not wait for. Each implementation runs
+    under its time budget.
 
     :param context: the decision context the blocks were chosen with.
     :param blocks: the blocks exactly as they were sent.
