@@ -181,6 +181,8 @@ def score_intent(
     score = 0.0
     for name, cap, weight in settings.terms:
         value = values.get(name, 0.0)
+        if not value and not explain:
+            continue  # contributes nothing; most signals are zero on any one page
         if cap is not None and value > cap:
             value = cap
         contribution = round(value * weight, 6)
