@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+import orjson
+
 from journeygate.errors import (
     InvalidRequest,
     UnknownPlugin,
@@ -38,6 +40,7 @@ MAX_TEXT = 2048
 MAX_CART_ITEMS = 100
 MAX_QUANTITY = 10_000
 SLOT_CACHE_SIZE = 1024
+SLOT_KEY_MAX = 512
 
 
 @dataclass(frozen=True)
@@ -52,9 +55,7 @@ class Limits:
     plugins: Collection[str]
     has_template: Callable[[str], bool]
     # Slots already validated, by their exact JSON (see _cached_slot).
-    slot_cache: dict[tuple[tuple[str, type, Any], ...], SlotRequest] = field(
-        default_factory=dict, compare=False, repr=False
-    )
+    slot_cache: dict[bytes, SlotRequest] = field(default_factory=dict, compare=False, repr=False)
 
 
 def _object(value: Any, field: str) -> Mapping[str, Any]:
@@ -227,22 +228,21 @@ def _slot(value: Any, index: int, limits: Limits) -> SlotRequest:
 
 def _cached_slot(value: Any, index: int, limits: Limits) -> SlotRequest:
     """``_slot``, answered from ``limits.slot_cache`` for a slot sent before: a storefront
-    sends the same few slot definitions with every page. The key holds each value's type,
-    so that ``8``, ``8.0`` and ``True`` (equal in Python) stay apart; a slot with a
-    ``params`` object (not hashable) is validated every time."""
-    if type(value) is not dict:
-        return _slot(value, index, limits)
+    sends the same few slot definitions with every page. The key is the slot's JSON, which
+    keeps ``8``, ``8.0`` and ``true`` apart (equal in Python); a slot whose JSON is longer
+    than ``SLOT_KEY_MAX`` bytes is validated every time, so the cache stays small."""
     try:
-        key = tuple([(name, type(item), item) for name, item in value.items()])
-        slot = limits.slot_cache.get(key)
+        key = orjson.dumps(value)
     except TypeError:
         return _slot(value, index, limits)
+    cache = limits.slot_cache
+    slot = cache.get(key)
     if slot is None:
         slot = _slot(value, index, limits)
-        cache = limits.slot_cache
-        if len(cache) >= SLOT_CACHE_SIZE:
-            del cache[next(iter(cache))]  # the oldest entry
-        cache[key] = slot
+        if len(key) <= SLOT_KEY_MAX:
+            if len(cache) >= SLOT_CACHE_SIZE:
+                del cache[next(iter(cache))]  # the oldest entry
+            cache[key] = slot
     return slot
 
 
