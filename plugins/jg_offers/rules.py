@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jg_offers.catalog import Caps, Eligibility, OfferSpec, Schedule
+from journeygate.frozen import quick_init
 from journeygate.model import EMPTY, DecisionContext
 
 # Profile fields other parts of journeygate write and the offer rules read.
@@ -53,6 +54,7 @@ def _times(value: Any) -> Mapping[str, float]:
     return {str(k): t for k, v in value.items() if (t := _number(v)) is not None}
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class VisitorInputs:
     """Everything the offer rules look at for one decision."""

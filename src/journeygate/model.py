@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from journeygate.frozen import quick_init
+
 PAGE_TYPES = ("home", "category", "product", "search", "cart", "checkout", "confirmation", "other")
 CHANNELS = ("web", "app", "email", "store", "support")
 # Visitor, session and user ids become part of Redis keys inside a hash tag (``jg:{id}:…``):
@@ -26,6 +28,7 @@ def _empty() -> Mapping[str, Any]:
     return EMPTY
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CartItem:
     product_id: str
@@ -33,6 +36,7 @@ class CartItem:
     price: float | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class PageContext:
     type: str = "other"
@@ -42,6 +46,7 @@ class PageContext:
     query: str | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RequestContext:
     """What the page knows right now: the real-time session context."""
@@ -63,6 +68,7 @@ class RequestContext:
         return frozenset(item.product_id for item in self.cart)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ArmAssignment:
     """The experiment arm a slot is shown under, and the probability it had (propensity)."""
@@ -72,6 +78,7 @@ class ArmAssignment:
     propensity: float
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class SlotRequest:
     """One block the page wants."""
@@ -86,6 +93,7 @@ class SlotRequest:
     assignment: ArmAssignment | None = None  # set by a running experiment on this slot
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class DecideRequest:
     visitor_id: str
@@ -96,6 +104,7 @@ class DecideRequest:
     track: bool = True  # False: an anonymous one-off request; nothing is read or recorded
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class StoredVisitor:
     """What the profile store knows about a visitor before this request."""
@@ -118,6 +127,7 @@ class StoredVisitor:
         return not self.profile and not self.recent_views
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class VisitorState:
     """The visitor as plugins derived it: stage, intent, segment, sentiment and extras."""
@@ -139,6 +149,7 @@ class VisitorState:
         return body
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class DecisionContext:
     """Everything a plugin may look at for one decision."""
@@ -157,6 +168,7 @@ class DecisionContext:
         return self.request.context
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Candidate:
     """A product a plugin proposes for a recommendations slot, with its score."""
@@ -166,6 +178,7 @@ class Candidate:
     reason: str | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Offer:
     """An offer or content banner chosen for an offer slot.
