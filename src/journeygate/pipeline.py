@@ -736,11 +736,10 @@ async def _await_maybe(value: Any) -> Any:
 
 def _state_from_profile(profile: Mapping[str, Any]) -> VisitorState:
     """The stored profile's own view of the visitor, which enrich plugins may refine."""
-    values = {name: profile.get(name) for name in VISITOR_FIELDS}
-    sentiment = values["sentiment"]
+    sentiment = profile.get("sentiment")
     return VisitorState(
-        stage=values["stage"],
-        intent=values["intent"],
-        segment=values["segment"],
-        sentiment=float(sentiment) if isinstance(sentiment, int | float) else None,
+        profile.get("stage"),
+        profile.get("intent"),
+        profile.get("segment"),
+        float(sentiment) if isinstance(sentiment, int | float) else None,
     )
