@@ -26,8 +26,9 @@ reports both (:mod:`jg_sentiment.evaluation`).
 
 Embeddings are an argument, not computed here, so that training, evaluation and serving
 choose how to encode (cached on disk, micro-batched) -- see :mod:`jg_sentiment.scoring`. All
-of them encode with MiniLM in :data:`ENCODER_PRECISION` (int8 linear layers, exact per token:
-:mod:`journeygate.int8`), which measured as accurate as float32 and is about 1.7x faster.
+of them encode with MiniLM in :func:`encoder_precision`: int8 linear layers, exact per token
+(:mod:`journeygate.int8`), which measured as accurate as float32 and about 1.7x faster where
+the CPU has fast int8 products; float32 elsewhere.
 """
 
 from __future__ import annotations
@@ -42,14 +43,23 @@ from typing import Any
 
 import numpy as np
 
-from journeygate.encoder import Precision
+from journeygate.encoder import Precision, fast_precision
 
 MODEL_FILE = "model.pkl"
 META_FILE = "meta.json"
 # 2: centring and closest-anchor features; anchors stored in the artifact.
-# 3: embeddings from the int8 encoder (ENCODER_PRECISION).
+# 3: embeddings from the encoder in encoder_precision() ("int8" when meta.json says none).
 FORMAT_VERSION = 3
-ENCODER_PRECISION: Precision = "int8"  # the MiniLM precision of training and serving alike
+FORMAT_3_PRECISION: Precision = "int8"  # what format-3 artifacts without "precision" used
+
+
+def encoder_precision() -> Precision:
+    """The MiniLM precision of training and serving alike on this host: int8 where the CPU
+    multiplies int8 matrices fast, float32 elsewhere (:func:`journeygate.encoder.
+    fast_precision`). An artifact records it; one trained with the other precision is stale
+    here (its vectors would come from another encoder)."""
+    return fast_precision()
+
 
 POLARITY_ANCHORS: Mapping[str, tuple[str, ...]] = {
     "positive": (
@@ -346,6 +356,7 @@ class SentimentModel:
             )
         meta = {
             "format": FORMAT_VERSION,
+            "precision": encoder_precision(),
             "params": asdict(self.params),
             "calibration": list(self.calibration),
             "metrics": dict(metrics or {}),
@@ -356,10 +367,10 @@ class SentimentModel:
     def load(cls, directory: Path) -> SentimentModel:
         """The model saved in ``directory``; :class:`StaleModelError` for another format."""
         meta = read_meta(directory)
-        if meta.get("format") != FORMAT_VERSION:
+        problem = stale_because(meta)
+        if problem is not None:
             raise StaleModelError(
-                f"{directory}: sentiment model format {meta.get('format')!r}, this version "
-                f"reads format {FORMAT_VERSION}: retrain with `journeygate train-sentiment`"
+                f"{directory}: {problem}: retrain with `journeygate train-sentiment`"
             )
         with (directory / MODEL_FILE).open("rb") as handle:
             parts = pickle.load(handle)  # our own artifact, written by journeygate
@@ -372,6 +383,23 @@ class SentimentModel:
             parts["lexical_model"],
             (float(slope), float(intercept)),
         )
+
+
+def stale_because(meta: Mapping[str, Any]) -> str | None:
+    """Why an artifact with this ``meta.json`` cannot be served here (another format, or
+    embeddings of the other precision), or None."""
+    if meta.get("format") != FORMAT_VERSION:
+        return (
+            f"sentiment model format {meta.get('format')!r}, this version reads format "
+            f"{FORMAT_VERSION}"
+        )
+    trained = meta.get("precision", FORMAT_3_PRECISION)
+    if trained != encoder_precision():
+        return (
+            f"sentiment model trained on {trained} embeddings, this host encodes in "
+            f"{encoder_precision()}"
+        )
+    return None
 
 
 def read_meta(directory: Path) -> dict[str, Any]:

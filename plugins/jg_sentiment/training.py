@@ -13,12 +13,12 @@ import numpy as np
 from jg_sentiment.data import DATA_DIR, Labelled, load_sentences, read_labelled
 from jg_sentiment.evaluation import Progress, Report, evaluate
 from jg_sentiment.model import (
-    ENCODER_PRECISION,
-    FORMAT_VERSION,
     POLARITY_ANCHORS,
     Anchors,
     SentimentModel,
+    encoder_precision,
     read_meta,
+    stale_because,
 )
 from jg_sentiment.scoring import LABELS, FeedbackScorer
 from jg_sentiment.settings import EMBEDDING_CACHE, PLUGIN_NAME, SentimentSettings
@@ -30,8 +30,8 @@ from journeygate.encoder import encode_cached, encode_texts
 def encode_anchors() -> Anchors:
     """The embeddings of :data:`POLARITY_ANCHORS` (eight short texts); the model keeps them."""
     return Anchors(
-        encode_texts(POLARITY_ANCHORS["positive"], precision=ENCODER_PRECISION),
-        encode_texts(POLARITY_ANCHORS["negative"], precision=ENCODER_PRECISION),
+        encode_texts(POLARITY_ANCHORS["positive"], precision=encoder_precision()),
+        encode_texts(POLARITY_ANCHORS["negative"], precision=encoder_precision()),
     )
 
 
@@ -46,7 +46,7 @@ def train(
     report (in-domain and cross-domain) is computed first and stored in ``meta.json``."""
     say = progress or (lambda _message: None)
     say(f"embedding {len(data):,} sentences")
-    embeddings = encode_cached(list(data.texts), cache_dir, ENCODER_PRECISION)
+    embeddings = encode_cached(list(data.texts), cache_dir, encoder_precision())
     anchors = encode_anchors()
     report = None
     if evaluate_first:
@@ -100,7 +100,7 @@ def add_arguments_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--if-stale",
         action="store_true",
-        help="train only when no model of this version's format is published (make run)",
+        help="train only when no model this host can serve is published (make run)",
     )
 
 
@@ -113,7 +113,7 @@ def train_command(args: argparse.Namespace, config: AppConfig) -> int:
         return 2
     out_root = args.out or config.resolve_path(settings.artifacts)
     current = artifacts.latest_artifact(out_root)
-    if args.if_stale and current is not None and read_meta(current).get("format") == FORMAT_VERSION:
+    if args.if_stale and current is not None and stale_because(read_meta(current)) is None:
         print(f"{out_root / artifacts.CURRENT} -> {current.name} is current; not retrained")
         return 0
     started = time.perf_counter()

@@ -330,3 +330,21 @@ async def test_lives_in_an_aiohttp_cleanup_ctx(
     assert created[0].is_running
     await client.close()
     assert not created[0].is_running
+
+
+def test_the_fast_precision_is_measured_once_or_set_by_the_environment(monkeypatch):
+    from journeygate import encoder
+
+    measured = encoder.fast_precision()
+    assert measured in ("float32", "int8")
+    assert encoder.fast_precision() is measured  # once per process
+    encoder.fast_precision.cache_clear()
+    try:
+        for chosen in ("int8", "float32"):
+            monkeypatch.setenv(encoder.PRECISION_ENV, chosen)
+            encoder.fast_precision.cache_clear()
+            assert encoder.fast_precision() == chosen
+    finally:
+        monkeypatch.delenv(encoder.PRECISION_ENV)
+        encoder.fast_precision.cache_clear()
+    assert encoder.fast_precision() == measured

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from jg_sentiment.data import Labelled, load_sentences
-from jg_sentiment.model import ENCODER_PRECISION, META_FILE, Anchors, SentimentModel, read_meta
+from jg_sentiment.model import META_FILE, Anchors, SentimentModel, encoder_precision, read_meta
 from jg_sentiment.settings import EMBEDDING_CACHE
 from jg_sentiment.training import encode_anchors
 from journeygate import artifacts
@@ -29,7 +29,7 @@ def sentences() -> Labelled:
 
 @pytest.fixture(scope="session")
 def embeddings(sentences: Labelled) -> np.ndarray:
-    return encode_cached(list(sentences.texts), PROJECT_ROOT / EMBEDDING_CACHE, ENCODER_PRECISION)
+    return encode_cached(list(sentences.texts), PROJECT_ROOT / EMBEDDING_CACHE, encoder_precision())
 
 
 @pytest.fixture(scope="session")

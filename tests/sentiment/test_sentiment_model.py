@@ -17,6 +17,7 @@ from jg_sentiment.model import (
     LexicalScorer,
     SentimentModel,
     StaleModelError,
+    encoder_precision,
     read_meta,
 )
 from journeygate import artifacts
@@ -106,6 +107,18 @@ def test_a_model_of_an_older_format_asks_to_be_retrained(trained, tmp_path):
     with pytest.raises(
         StaleModelError, match=r"format 1.*retrain with `journeygate train-sentiment`"
     ):
+        SentimentModel.load(tmp_path)
+
+
+def test_a_model_trained_on_the_other_precision_asks_to_be_retrained(trained, tmp_path):
+    """Its vectors came from another encoder: on this host it must be trained again."""
+    trained.save(tmp_path)
+    meta = read_meta(tmp_path)
+    assert meta["precision"] == encoder_precision()
+    SentimentModel.load(tmp_path)  # the host's own precision loads
+    other = "float32" if encoder_precision() == "int8" else "int8"
+    (tmp_path / META_FILE).write_text(json.dumps({**meta, "precision": other}), encoding="utf-8")
+    with pytest.raises(StaleModelError, match=rf"trained on {other} embeddings.*retrain"):
         SentimentModel.load(tmp_path)
 
 
