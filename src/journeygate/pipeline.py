@@ -14,7 +14,15 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -297,6 +305,21 @@ class Pipeline:
     ) -> CallOutcome:
         """Call one implementation under its plugin's budget (cut to the decision's deadline,
         when one is given), isolating any failure."""
+        begun = self._begin(impl, hook, kwargs, trace, slot, deadline)
+        return begun if isinstance(begun, CallOutcome) else await begun
+
+    def _begin(
+        self,
+        impl: _Impl,
+        hook: str,
+        kwargs: Mapping[str, Any],
+        trace: list[dict[str, Any]] | None,
+        slot: str | None = None,
+        deadline: float | None = None,
+    ) -> CallOutcome | Coroutine[Any, Any, CallOutcome]:
+        """Start one call: its outcome when the implementation answered at once, else the
+        coroutine that awaits its answer (an awaitable it returned, or its run in the
+        executor when offloaded) under the rest of its budget."""
         started = time.perf_counter()
         budget = impl.budget
         if deadline is not None:
@@ -313,7 +336,7 @@ class Pipeline:
             return self._outcome(impl, hook, started, budget, trace, slot, error=exc)
         if type(result) in PLAIN_RESULTS or not inspect.isawaitable(result):
             return self._outcome(impl, hook, started, budget, trace, slot, result)
-        return await self._settle(impl, hook, result, started, budget, trace, slot)
+        return self._settle(impl, hook, result, started, budget, trace, slot)
 
     async def _settle(
         self,
@@ -597,42 +620,28 @@ class Pipeline:
 
     def _observe(self, context: DecisionContext, blocks: Sequence[Block]) -> None:
         """Call the decision observers in turn, now: most return nothing to wait for, and a
-        task per decision would cost more than they do. From the first that returns an
-        awaitable (a store write) on, the rest runs in a background task nobody waits for,
-        so the observers still run one after the other."""
+        task per decision would cost more than they do. From the first that has something
+        to wait for (a store write, a run in the executor) on, the rest runs in a background
+        task nobody waits for, so the observers still run one after the other."""
         kwargs = {"context": context, "blocks": blocks}
         impls = self._impls[OBSERVE_DECISION]
         for index, impl in enumerate(impls):
-            if impl.offloaded:
-                self._in_background(impls[index:], kwargs)
+            begun = self._begin(impl, OBSERVE_DECISION, kwargs, None)
+            if not isinstance(begun, CallOutcome):
+                self._in_background(begun, impls[index + 1 :], kwargs)
                 return
-            started = time.perf_counter()
-            try:
-                result = self._invoke(impl, kwargs)
-            except Exception as exc:
-                self._outcome(impl, OBSERVE_DECISION, started, impl.budget, None, None, error=exc)
-                continue
-            if type(result) in PLAIN_RESULTS or not inspect.isawaitable(result):
-                self._outcome(impl, OBSERVE_DECISION, started, impl.budget, None, None, result)
-                continue
-            settling = self._settle(
-                impl, OBSERVE_DECISION, result, started, impl.budget, None, None
-            )
-            self._in_background(impls[index + 1 :], kwargs, settling)
-            return
 
     def _in_background(
         self,
+        settling: Awaitable[CallOutcome],
         impls: Sequence[_Impl],
         kwargs: Mapping[str, Any],
-        settling: Awaitable[CallOutcome] | None = None,
     ) -> None:
-        """Finish ``settling`` (an observer's pending write), then call ``impls`` in turn, in
-        a task that ``stop`` waits for."""
+        """Finish ``settling`` (an observer's pending call), then call ``impls`` in turn, in a
+        task that ``stop`` waits for."""
 
         async def observe() -> None:
-            if settling is not None:
-                await settling
+            await settling
             for impl in impls:
                 await self.call(impl, OBSERVE_DECISION, kwargs, None)
 
