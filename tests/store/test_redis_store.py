@@ -35,18 +35,6 @@ async def test_every_key_has_a_ttl_and_shares_the_visitor_hash_tag(
         assert redis_client.ttl(key) > 0, key
 
 
-def test_the_decide_time_keys_are_the_named_keys_of_the_scheme():
-    assert keys.load_visitor_keys("v-1", "s-1") == (
-        keys.profile("v-1"),
-        keys.views("v-1"),
-        keys.session("v-1", "s-1"),
-        keys.session_views("v-1", "s-1"),
-        keys.sessions("v-1"),
-        keys.visitor_key("v-1", "alias"),
-        keys.visitor_key("v-1", "consents"),
-    )
-
-
 async def test_sessions_index_is_capped(redis_url, redis_client, visitor_id):
     store = open_store(StoreConfig(redis_url=redis_url, history_max=3), "redis")
     for index in range(6):

@@ -207,23 +207,6 @@ def visitor_key(visitor_id: str, *parts: str) -> str:
     return ":".join((PREFIX, "{" + visitor_id + "}", *parts))
 
 
-def load_visitor_keys(visitor_id: str, session_id: str) -> tuple[str, ...]:
-    """The keys the decide-time script reads, in its KEYS order: profile, views, session,
-    session views, sessions index, alias, consents (one prefix for all seven: they are
-    built on every decision)."""
-    tag = f"{PREFIX}:{{{visitor_id}}}:"
-    session = f"{tag}session:{session_id}"
-    return (
-        tag + "profile",
-        tag + "views",
-        session,
-        session + ":views",
-        tag + "sessions",
-        tag + "alias",
-        tag + "consents",
-    )
-
-
 def profile(visitor_id: str) -> str:
     return visitor_key(visitor_id, "profile")
 

@@ -131,7 +131,15 @@ class RedisProfileStore:
         for _ in range(MAX_ALIAS_DEPTH):
             result = await self._eval(
                 LOAD_VISITOR_SCRIPT,
-                keys.load_visitor_keys(profile_id, session),
+                (
+                    keys.profile(profile_id),
+                    keys.views(profile_id),
+                    keys.session(profile_id, session),
+                    keys.session_views(profile_id, session),
+                    keys.sessions(profile_id),
+                    keys.visitor_key(profile_id, "alias"),
+                    keys.visitor_key(profile_id, "consents"),
+                ),
                 (
                     cfg.history_max,
                     cfg.session_views_max,
@@ -293,9 +301,7 @@ class RedisProfileStore:
     async def _eval(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run a cached Lua script with one EVALSHA (loading it when Redis lost it)."""
         for attempt in range(2):
-            sha = self._shas.get(script) if attempt == 0 else None
-            if sha is None:
-                sha = await self._sha(script, reload=attempt > 0)
+            sha = await self._sha(script, reload=attempt > 0)
             command: Command = (("EVALSHA", sha, len(keys), *keys, *args), {})
             (reply,) = await self._batcher.execute([command])
             if isinstance(reply, NoScriptError):
