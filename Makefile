@@ -25,7 +25,8 @@ var/catalog.csv: $(STAMP) data/sample/online_retail_sample.csv.gz
 var/models/recommender/CURRENT: $(STAMP) data/sample/online_retail_sample.csv.gz
 	$(BIN)/journeygate train
 
-# The sentiment model, trained (evaluation skipped) when none of the current format exists:
+# The sentiment model, trained (evaluation skipped) when none this machine can serve exists
+# (another format, or embeddings of the other MiniLM precision):
 # a model from an older release is retrained, not refused at startup.
 sentiment-model: $(STAMP)
 	$(BIN)/journeygate train-sentiment --no-evaluate --if-stale
