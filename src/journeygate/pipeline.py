@@ -25,6 +25,7 @@ from collections.abc import (
 )
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from types import GeneratorType
 from typing import Any
 
 import pluggy
@@ -65,9 +66,6 @@ SLOT_HOOKS = (
     "journeygate_postprocess_block",
     "journeygate_render_block",
 )
-# Hook results that are never awaitable: checking their type first skips the slower
-# isawaitable test (an ABC instance check) on every call.
-PLAIN_RESULTS = frozenset({list, dict, str, tuple, type(None)})
 OBSERVE_DECISION = "journeygate_observe_decision"
 DECISION_HOOKS = (
     "journeygate_enrich_visitor",
@@ -161,6 +159,7 @@ class Pipeline:
         self._slots_concurrent = True
         self._concurrent_hooks: frozenset[str] = frozenset()
         self._item_bases: dict[str, dict[str, Any]] = {}
+        self._plain_types: set[type] = set()
         self._resolved: dict[
             int, tuple[tuple[Candidate, ...], tuple[tuple[str, dict[str, Any]], ...]]
         ] = {}
@@ -334,9 +333,23 @@ class Pipeline:
                 result = self._invoke(impl, kwargs)
         except Exception as exc:
             return self._outcome(impl, hook, started, budget, trace, slot, error=exc)
-        if type(result) in PLAIN_RESULTS or not inspect.isawaitable(result):
+        if self._is_plain(result):
             return self._outcome(impl, hook, started, budget, trace, slot, result)
         return self._settle(impl, hook, result, started, budget, trace, slot)
+
+    def _is_plain(self, result: Any) -> bool:
+        """Whether a hook's result is a value rather than something to await. Answered from
+        the result's type once it was seen: ``inspect.isawaitable`` is an ABC check, slow on
+        every call. A generator's type is never remembered (only some generators are
+        coroutines)."""
+        kind = type(result)
+        if kind in self._plain_types:
+            return True
+        if inspect.isawaitable(result):
+            return False
+        if kind is not GeneratorType:
+            self._plain_types.add(kind)
+        return True
 
     async def _settle(
         self,
@@ -374,12 +387,12 @@ class Pipeline:
             # discarded so that budgets mean the same for every plugin.
             error = TimeoutError()
         if error is None:
-            outcome = CallOutcome(plugin=impl.plugin, ok=True, result=result)
+            outcome = CallOutcome(impl.plugin, True, result)
         elif isinstance(error, TimeoutError):
-            outcome = CallOutcome(plugin=impl.plugin, ok=False, reason="timeout")
+            outcome = CallOutcome(impl.plugin, False, None, "timeout")
             self._failed(impl, hook, budget)
         else:
-            outcome = CallOutcome(plugin=impl.plugin, ok=False, reason="error")
+            outcome = CallOutcome(impl.plugin, False, None, "error")
             self._failed(impl, hook, budget, error)
         impl.duration.observe(elapsed)
         if trace is not None:
@@ -440,9 +453,12 @@ class Pipeline:
             if deadline is not None and not is_fallback and time.perf_counter() >= deadline:
                 failures.append(f"{impl.plugin}: deadline")
                 continue
-            outcome = await self.call(
+            # _begin, not call: one coroutine less per call, when it answered at once
+            outcome = self._begin(
                 impl, hook, kwargs, trace, slot, None if is_fallback else deadline
             )
+            if not isinstance(outcome, CallOutcome):
+                outcome = await outcome
             if not outcome.ok:
                 failures.append(f"{impl.plugin}: {outcome.reason}")
                 continue
@@ -462,10 +478,17 @@ class Pipeline:
         offloaded function); outcomes come back in call order. Synchronous implementations
         are called one after the other: a task each would add overhead and no concurrency."""
         impls = self._impls[hook]
-        calls = (self.call(impl, hook, kwargs, trace, slot) for impl in impls)
         if hook in self._concurrent_hooks:
-            return list(await asyncio.gather(*calls))
-        return [await call for call in calls]
+            return list(
+                await asyncio.gather(
+                    *(self.call(impl, hook, kwargs, trace, slot) for impl in impls)
+                )
+            )
+        outcomes = []
+        for impl in impls:
+            outcome = self._begin(impl, hook, kwargs, trace, slot)
+            outcomes.append(outcome if isinstance(outcome, CallOutcome) else await outcome)
+        return outcomes
 
     # -- one decision -----------------------------------------------------------------------
 
@@ -524,16 +547,19 @@ class Pipeline:
         explanations: dict[str, Any] = {}
         # The plugin called first wins a contested key, so apply the others before it.
         for outcome in reversed(outcomes):
-            if outcome.ok and isinstance(outcome.result, Mapping):
-                result = dict(outcome.result)
-                if "explain" in result:
-                    explanations[outcome.plugin] = result.pop("explain")
-                merged.update(result)
+            result = outcome.result
+            if not outcome.ok or not (type(result) is dict or isinstance(result, Mapping)):
+                continue
+            if "explain" in result:
+                result = dict(result)
+                explanations[outcome.plugin] = result.pop("explain")
+            merged.update(result)
         if not merged:
             return context
         state = context.visitor
-        attributes = dict(state.attributes)
-        attributes.update({k: v for k, v in merged.items() if k not in VISITOR_FIELDS})
+        attributes = {k: v for k, v in merged.items() if k not in VISITOR_FIELDS}
+        if state.attributes:
+            attributes = {**state.attributes, **attributes}
         # built directly: dataclasses.replace inspects the fields on every call
         state = VisitorState(
             stage=merged.get("stage", state.stage),
@@ -590,7 +616,8 @@ class Pipeline:
             if failures:
                 block.fallback_reason = "; ".join(failures)
                 self.metrics.fallback_blocks.labels(slot.kind).inc()
-        await self._postprocess(context, block, trace)
+        if self._impls["journeygate_postprocess_block"]:
+            await self._postprocess(context, block, trace)
         if block.offer is not None and block.offer.hidden:
             return block  # a slot answered with nothing to show: no HTML
         html, _, _ = await self.call_first(

@@ -119,3 +119,15 @@ async def test_a_late_call_keeps_its_connection(private_redis):
     assert admin.info("stats")["total_connections_received"] == connections_before + 1
     await store.close()
     admin.close()
+
+
+async def test_scripts_are_loaded_again_when_redis_lost_them(redis_url, redis_client, visitor_id):
+    """EVALSHA names a script by the SHA1 computed in the gateway; after a Redis restart
+    (``SCRIPT FLUSH`` here) the first call loads it again and still answers."""
+    store = open_store(StoreConfig(redis_url=redis_url), "redis")
+    await store.load_visitor(visitor_id, "s1", page_view="A")
+    redis_client.script_flush()
+    stored = await store.load_visitor(visitor_id, "s1", page_view="B")
+    await store.close()
+    assert stored.session_views == ("A",)  # the view of this page is recorded after the read
+    assert sorted(redis_client.lrange(keys.session_views(visitor_id, "s1"), 0, -1)) == ["A", "B"]

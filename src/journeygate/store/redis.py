@@ -33,6 +33,7 @@ from journeygate.store.base import (
 )
 from journeygate.store.batching import Command, CommandBatcher
 from journeygate.store.decay import DecayedScore
+from journeygate.store.scripting import script_sha
 from journeygate.store.scripts import (
     BEGIN_MERGE_SCRIPT,
     BLEND_SCRIPT,
@@ -88,7 +89,6 @@ class RedisProfileStore:
     def __init__(self, config: StoreConfig, events: EventsConfig | None = None) -> None:
         self.config = config
         self.events = events or EventsConfig()
-        self._shas: dict[str, str] = {}
         self._timeout = config.timeout_ms / 1000
         self.client: aioredis.Redis = _with_hiredis_packing(
             aioredis.Redis.from_url(
@@ -271,12 +271,11 @@ class RedisProfileStore:
 
     # -- events (see keys.py for what each key holds) ---------------------------------------
 
-    async def _sha(self, script: str, reload: bool = False) -> str:
-        if reload or script not in self._shas:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.script_load(script)
-            (self._shas[script],) = await self._execute(pipe)
-        return self._shas[script]
+    async def _load(self, script: str) -> None:
+        """Load ``script`` into Redis, which lost it (a restart, ``SCRIPT FLUSH``)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.script_load(script)
+        await self._execute(pipe)
 
     async def _erase_transitions(self, visitor_id: str) -> None:
         """Delete the visitor's entries from the global transitions stream (their ids are in
@@ -299,10 +298,11 @@ class RedisProfileStore:
         ]
 
     async def _eval(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run a cached Lua script with one EVALSHA (loading it when Redis lost it)."""
+        """Run a Lua script with one EVALSHA (loading it when Redis does not have it)."""
         for attempt in range(2):
-            sha = await self._sha(script, reload=attempt > 0)
-            command: Command = (("EVALSHA", sha, len(keys), *keys, *args), {})
+            if attempt:
+                await self._load(script)
+            command: Command = (("EVALSHA", script_sha(script), len(keys), *keys, *args), {})
             (reply,) = await self._batcher.execute([command])
             if isinstance(reply, NoScriptError):
                 continue  # Redis restarted or flushed its scripts: load it again
@@ -341,8 +341,10 @@ class RedisProfileStore:
             (visitor_id, [orjson.dumps(event) for event in events])
             for visitor_id, events in batches
         ]
+        sha = script_sha(EVENTS_SCRIPT)
         for attempt in range(2):
-            sha = await self._sha(EVENTS_SCRIPT, reload=attempt > 0)
+            if attempt:
+                await self._load(EVENTS_SCRIPT)
             pipe = self.client.pipeline(transaction=False)
             for visitor_id, encoded in payloads:
                 script_keys = keys.visitor_keys(visitor_id, keys.EVENT_SCRIPT_KEYS)

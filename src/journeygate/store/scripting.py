@@ -5,12 +5,21 @@ Redis lost them (a restart, ``SCRIPT FLUSH``), and every failure is a ``StoreUna
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.exceptions import NoScriptError, RedisError
 
 from journeygate.store.base import StoreUnavailable
+
+
+@functools.cache
+def script_sha(script: str) -> str:
+    """The SHA1 Redis names ``script`` by (``EVALSHA``), computed here: no round trip to
+    learn it, and nothing to load until Redis answers that it does not have the script."""
+    return hashlib.sha1(script.encode()).hexdigest()
 
 
 def redis_unavailable(exc: BaseException) -> StoreUnavailable:
