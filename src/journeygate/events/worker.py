@@ -245,20 +245,26 @@ class Worker:
         try:
             while not stop.is_set():
                 try:
+                    # Whether Redis answered a call sent after the last failure (the read sent
+                    # ahead may have been answered before Redis went away): only then is an
+                    # outage over.
+                    answered = outage.started is None
                     if not started:
                         backlog = await self._start()
-                        started = True
+                        started = answered = True
                     if group_missing:
                         await self.recreate_groups()
-                        group_missing = False
+                        group_missing, answered = False, True
                     entries = backlog
                     backlog = []
                     if time.monotonic() - last_trim >= cfg.trim_interval_ms / 1000:
                         last_trim = time.monotonic()
                         await self.streams.trim_acknowledged()
+                        answered = True
                     if time.monotonic() - last_claim >= cfg.claim_interval_ms / 1000:
                         last_claim = time.monotonic()
                         claimed = await self.streams.claim(self.consumer)
+                        answered = True
                         if claimed:
                             log.info("reclaimed %d entries from stopped workers", len(claimed))
                             self.metrics.entries_reclaimed.inc(len(claimed))
@@ -268,10 +274,13 @@ class Worker:
                         entries += await read
                     else:
                         entries += await self.streams.read(self.consumer)
+                        answered = True
                     if entries:
                         ahead = asyncio.create_task(self.streams.read(self.consumer))
                         await self.process(entries)
-                    outage.recovered()
+                        answered = True
+                    if answered:
+                        outage.recovered()
                     if entries:
                         continue
                 except GroupMissing:
