@@ -88,7 +88,10 @@ class Segment:
     conditions: tuple[Condition, ...]
 
     def matches(self, values: Mapping[str, Any]) -> bool:
-        return all(condition.holds(values) for condition in self.conditions)
+        for condition in self.conditions:  # noqa: SIM110 -- a loop: all() over a generator cost more
+            if not condition.holds(values):
+                return False
+        return True
 
 
 def matching(segments: Sequence[Segment], values: Mapping[str, Any]) -> list[str]:

@@ -67,10 +67,11 @@ class CommandBatcher:
         self._opened = 0
         self._waiters: deque[asyncio.Future[AbstractConnection]] = deque()
 
-    async def execute(self, commands: Sequence[Command]) -> list[Any]:
-        """The replies to ``commands`` in order; a command Redis refused is its exception
-        object in the list (as with ``raise_on_error=False``). Raises ``StoreUnavailable``
-        when Redis cannot be reached or has not answered within the timeout."""
+    def execute(self, commands: Sequence[Command]) -> asyncio.Future[list[Any]]:
+        """The replies to ``commands`` in order, to await; a command Redis refused is its
+        exception object in the list (as with ``raise_on_error=False``). Raises
+        ``StoreUnavailable`` when Redis cannot be reached or has not answered within the
+        timeout. A future, not a coroutine: one object fewer per call."""
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[list[Any]] = loop.create_future()
         if not self._batch:
@@ -87,7 +88,7 @@ class CommandBatcher:
         if self._batch_commands >= MAX_BATCH_COMMANDS:
             self._close_batch()  # sent as it is; the next caller starts another
         # a caller that stops waiting cancels its reply only, never the batch
-        return await reply
+        return reply
 
     def _expire(self, batch: list[tuple[Sequence[Command], asyncio.Future[list[Any]]]]) -> None:
         """The batch's deadline: its callers still waiting get ``StoreUnavailable`` (the
