@@ -49,6 +49,7 @@ _packed: dict[str, PackedEncoder] = {}
 # Set to "int8" or "float32" to skip the measurement of fast_precision().
 PRECISION_ENV = "JOURNEYGATE_ENCODER_PRECISION"
 INT8_MARGIN = 1.2  # int8 is chosen when its product is at least this much faster
+PRECISION_RUNS = 9  # timed products of each precision; the quickest counts
 
 
 @functools.cache
@@ -72,9 +73,11 @@ def fast_precision() -> Precision:
     rows_f, weights_f = rows.float(), weights.float()
 
     def fastest(product: Callable[[], Any]) -> float:
-        product()
+        product()  # the first call of each sets up its kernels
         timings = []
-        for _ in range(3):
+        # the quickest of several: one run can meet a busy moment of the machine, and a
+        # choice that flips between processes would make them encode differently
+        for _ in range(PRECISION_RUNS):
             started = time.perf_counter()
             product()
             timings.append(time.perf_counter() - started)
