@@ -72,19 +72,22 @@ def fast_precision() -> Precision:
     weights = torch.randint(-127, 128, (EMBEDDING_DIM, 4 * EMBEDDING_DIM), dtype=torch.int8)
     rows_f, weights_f = rows.float(), weights.float()
 
-    def fastest(product: Callable[[], Any]) -> float:
+    products: dict[str, Callable[[], Any]] = {
+        "int8": lambda: torch._int_mm(rows, weights),
+        "float32": lambda: rows_f @ weights_f,
+    }
+    timings: dict[str, list[float]] = {name: [] for name in products}
+    for product in products.values():
         product()  # the first call of each sets up its kernels
-        timings = []
-        # the quickest of several: one run can meet a busy moment of the machine, and a
-        # choice that flips between processes would make them encode differently
-        for _ in range(PRECISION_RUNS):
+    # The quickest of several runs of each, taking turns: a busy moment of the machine then
+    # slows both alike, and a choice that flipped between processes would make them encode
+    # differently.
+    for _ in range(PRECISION_RUNS):
+        for name, product in products.items():
             started = time.perf_counter()
             product()
-            timings.append(time.perf_counter() - started)
-        return min(timings)
-
-    int8 = fastest(lambda: torch._int_mm(rows, weights))
-    float32 = fastest(lambda: rows_f @ weights_f)
+            timings[name].append(time.perf_counter() - started)
+    int8, float32 = min(timings["int8"]), min(timings["float32"])
     precision: Precision = "int8" if int8 * INT8_MARGIN < float32 else "float32"
     log.info(
         "MiniLM precision %s (int8 product %.0f us, float32 %.0f us)",
