@@ -7,12 +7,17 @@ Redis. Thirty-two concurrent decisions sending their calls one by one make thirt
 and reads; sent together they make one of each (measured in ``bench/decide.py``). A lone
 request waits for nothing: its batch is sent at the end of the current loop iteration.
 
-A batch goes out on a connection of the batcher's own (made by the client's pool, so with
-its URL, TLS and password), written at once and its replies read in order: redis-py's
-pipeline object adds a pool lock, retry and observability wrappers and a reset to every
-round trip, 115 against 62 µs of CPU for a two-command round trip on these machines. At most
-``MAX_CONNECTIONS`` batches are in flight; the next one waits for a connection and takes
-every call made meanwhile.
+A batch goes out on a connection of the batcher's own, opened by the client's pool's
+connection class (so with its URL, TLS, password and database) and then read by a protocol
+of ours (:class:`_Link`): hiredis parses the replies as they arrive and the last one
+completes the batch, with no stream reader and no coroutine per reply. (redis-py's pipeline
+object added a pool lock, retry and observability wrappers and a reset to every round trip:
+115 µs of CPU for a two-command round trip on these machines. Its connection read reply by
+reply through three coroutines: 144 µs of CPU for a four-command batch sent alone through
+``execute``, against 103 µs with this protocol.) At most ``MAX_CONNECTIONS`` batches are in flight; the next
+one waits for a connection and takes every call made meanwhile. Replies go through the
+client's response callbacks, as redis-py's would; commands are read with the client's
+decoding (none of the store's asks otherwise).
 
 Waiting for a batch is also what keeps connections: a caller that runs out of time stops
 waiting, but the batch is not interrupted (cancelling redis-py mid-reply makes it drop the
@@ -28,22 +33,109 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, cast
 
+import hiredis
 import redis.asyncio as aioredis
-from redis.asyncio.connection import AbstractConnection, Connection
+from redis._parsers import BaseParser
+from redis.asyncio.connection import AbstractConnection
+from redis.client import EMPTY_RESPONSE, NEVER_DECODE
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import InvalidResponse, RedisError, ResponseError
 
 from journeygate.store.base import StoreUnavailable
 
 # One command as redis-py's pipelines record it: (arguments, options).
 Command = tuple[tuple[Any, ...], dict[str, Any]]
 
+# Options a recorded command carries for reading its reply, not for its response callback.
+PARSE_ONLY_OPTIONS = frozenset({EMPTY_RESPONSE, NEVER_DECODE, "keys"})
 # How long an abandoned batch may still finish in the background.
 LATE_BATCH_GRACE_S = 2.0
 # A batch this long is sent at once rather than at the end of the loop iteration.
 MAX_BATCH_COMMANDS = 1024
 # Batches in flight at once, a connection each; more wait for one (and grow meanwhile).
 MAX_CONNECTIONS = 16
+
+
+class _Link(asyncio.Protocol):
+    """A connection of the batcher's own, once redis-py opened it: batches are written to its
+    transport, and their replies parsed by hiredis as they arrive into the batch's future."""
+
+    def __init__(self, connection: AbstractConnection, writer: asyncio.StreamWriter) -> None:
+        self.connection = connection  # opened the socket; packs commands, reads nothing
+        # Kept while the socket is: a stream writer collected with its transport open
+        # closes it.
+        self.writer = writer
+        self.transport = cast(asyncio.Transport, writer.transport)
+        encoder = connection.encoder
+        decoding = (
+            {"encoding": encoder.encoding, "errors": encoder.encoding_errors}
+            if encoder.decode_responses
+            else {}
+        )
+        self.reader = hiredis.Reader(
+            protocolError=InvalidResponse, replyError=BaseParser.parse_error, **decoding
+        )
+        self.replies: list[Any] = []
+        self.expected = 0
+        self.waiter: asyncio.Future[list[Any]] | None = None
+        self.lost: Exception | None = None
+        self.transport.set_protocol(self)
+
+    @classmethod
+    async def open(cls, pool: aioredis.ConnectionPool) -> _Link:
+        """Connect as the pool's connections do (TLS, AUTH, SELECT), then take the socket
+        over from redis-py's stream reader (none of its replies is left unread then)."""
+        connection = pool.connection_class(**pool.connection_kwargs)
+        await connection.connect()  # type: ignore[no-untyped-call]
+        writer = connection._writer
+        if writer is None:  # pragma: no cover - connect() sets it or raises
+            raise RedisConnectionError("redis-py opened no stream")
+        # The socket is ours from here on: redis-py forgets it (it would warn of, or close, a
+        # stream it no longer reads), and keeps packing commands for us.
+        connection._reader = connection._writer = None
+        return cls(connection, writer)
+
+    def exchange(self, arguments: list[tuple[Any, ...]]) -> asyncio.Future[list[Any]]:
+        """Write a batch of commands (packed as the client's connections pack them); the
+        future's result is their replies."""
+        if self.lost is not None:
+            raise self.lost
+        packed = self.connection.pack_commands(arguments)
+        self.replies, self.expected = [], len(arguments)
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.writelines(packed)
+        return self.waiter
+
+    def data_received(self, data: bytes) -> None:
+        if self.waiter is None:  # nothing was asked: the connection is out of step
+            self.close()
+            return
+        self.reader.feed(data)
+        replies = self.replies
+        while len(replies) < self.expected:
+            reply = self.reader.gets()
+            if reply is False:
+                return
+            replies.append(reply)
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(replies)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = RedisConnectionError(
+            f"Connection closed: {exc}" if exc else "Connection closed by server."
+        )
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(self.lost)
+
+    @property
+    def answered(self) -> bool:
+        """Whether a reply of the batch in flight was read."""
+        return bool(self.replies)
+
+    def close(self) -> None:
+        self.lost = RedisConnectionError("Connection closed by the batcher.")
+        self.transport.close()
 
 
 class CommandBatcher:
@@ -63,9 +155,9 @@ class CommandBatcher:
         self._batch: list[tuple[Sequence[Command], asyncio.Future[list[Any]]]] = []
         self._batch_commands = 0
         self._sending: set[asyncio.Task[None]] = set()
-        self._idle: list[AbstractConnection] = []
+        self._idle: list[_Link] = []
         self._opened = 0
-        self._waiters: deque[asyncio.Future[AbstractConnection]] = deque()
+        self._waiters: deque[asyncio.Future[_Link | None]] = deque()
 
     def execute(self, commands: Sequence[Command]) -> asyncio.Future[list[Any]]:
         """The replies to ``commands`` in order, to await; a command Redis refused is its
@@ -110,16 +202,16 @@ class CommandBatcher:
     ) -> None:
         try:
             async with asyncio.timeout(self.timeout_s + LATE_BATCH_GRACE_S):
-                connection = await self._acquire()
+                link = await self._acquire()
                 # Callers joined the batch until now (more of them when every connection
                 # was busy): from here on they start the next one.
                 if batch is self._batch:
                     self._close_batch()
                 commands = [command for calls, _ in batch for command in calls]
                 try:
-                    replies = await self._exchange(connection, commands)
+                    link, replies = await self._exchange(link, commands)
                 finally:
-                    self._release(connection)
+                    self._release(link)
         except Exception as exc:
             failure: Exception = exc
             if isinstance(exc, RedisError | OSError | TimeoutError):
@@ -137,44 +229,52 @@ class CommandBatcher:
                 reply.set_result(replies[start:end])
             start = end
 
-    async def _exchange(self, connection: AbstractConnection, commands: list[Command]) -> list[Any]:
-        """Write every command at once, then read their replies in order. A connection Redis
-        closed (a restart) fails at the write or the first reply, before any command ran:
-        those are sent once more, on a fresh connection."""
-        packed = connection.pack_commands([args for args, _ in commands])
-        # typed for Connection, it reads with what every connection class has (read_response)
-        reader = cast(Connection, connection)
-        replies: list[Any] = []
+    async def _exchange(
+        self, link: _Link | None, commands: list[Command]
+    ) -> tuple[_Link, list[Any]]:
+        """Write every command at once, then wait for their replies; returns the connection
+        used with them. A connection Redis closed (a restart) fails at the write or before
+        its first reply, before any command ran: those are sent once more, on a fresh
+        connection. ``link`` None: connect first."""
+        arguments = [args for args, _ in commands]
         for attempt in (1, 2):
+            if link is None or link.lost is not None:
+                link = await _Link.open(self.client.connection_pool)
             try:
-                await connection.send_packed_command(packed, check_health=False)
-                for args, options in commands:
-                    try:
-                        replies.append(await self.client.parse_response(reader, args[0], **options))
-                    except ResponseError as exc:
-                        replies.append(exc)
-                return replies
+                replies = await link.exchange(arguments)
             except RedisConnectionError:
-                # redis-py has disconnected it; the next write connects again
-                if replies or attempt == 2:
+                if link.answered or attempt == 2:
                     raise
+                continue
             except BaseException:
-                # replies left unread would answer the connection's next batch
-                await connection.disconnect(nowait=True)
+                link.close()  # replies left unread would answer the connection's next batch
                 raise
+            return link, [
+                self._parsed(reply, args, options)
+                for reply, (args, options) in zip(replies, commands, strict=True)
+            ]
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _acquire(self) -> AbstractConnection:
-        """An idle connection of the batcher's own, a new one while fewer than
-        ``max_connections`` exist, or else the first one released."""
+    def _parsed(self, reply: Any, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        """A reply as ``client.parse_response`` makes it: an error reply stays an exception
+        object (or ``EMPTY_RESPONSE``), others go through the command's response callback."""
+        if isinstance(reply, ResponseError):
+            return options.get(EMPTY_RESPONSE, reply)
+        callback = self.client.response_callbacks.get(args[0])
+        if callback is None:
+            return reply
+        extra = {k: v for k, v in options.items() if k not in PARSE_ONLY_OPTIONS}
+        return callback(reply, **extra)
+
+    async def _acquire(self) -> _Link | None:
+        """An idle connection of the batcher's own, None while fewer than
+        ``max_connections`` exist (the caller opens one), or else the first one released."""
         if self._idle:
             return self._idle.pop()
         if self._opened < self.max_connections:
             self._opened += 1
-            # connected by its first write, with the client's settings (URL, TLS, password)
-            pool = self.client.connection_pool
-            return pool.connection_class(**pool.connection_kwargs)
-        waiter: asyncio.Future[AbstractConnection] = asyncio.get_running_loop().create_future()
+            return None
+        waiter: asyncio.Future[_Link | None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
             return await waiter
@@ -183,13 +283,20 @@ class CommandBatcher:
                 self._release(waiter.result())  # handed over just as the caller gave up
             raise
 
-    def _release(self, connection: AbstractConnection) -> None:
+    def _release(self, link: _Link | None) -> None:
+        """Hand a connection (None: the right to open one) to the next waiting batch, or keep
+        it for the next one."""
+        if link is not None and link.lost is not None:
+            link = None  # dead: the next batch opens a fresh one in its place
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(connection)
+                waiter.set_result(link)
                 return
-        self._idle.append(connection)
+        if link is None:
+            self._opened -= 1
+        else:
+            self._idle.append(link)
 
     async def aclose(self) -> None:
         """Wait for the batches in flight (each bounded by its timeout), then disconnect."""
@@ -197,5 +304,5 @@ class CommandBatcher:
             await asyncio.gather(*self._sending, return_exceptions=True)
         idle, self._idle = self._idle, []
         self._opened -= len(idle)
-        for connection in idle:
-            await connection.disconnect()
+        for link in idle:
+            link.close()
