@@ -14,10 +14,10 @@ completes the batch, with no stream reader and no coroutine per reply. (redis-py
 object added a pool lock, retry and observability wrappers and a reset to every round trip:
 115 µs of CPU for a two-command round trip on these machines. Its connection read reply by
 reply through three coroutines: 144 µs of CPU for a four-command batch sent alone through
-``execute``, against 103 µs with this protocol.) At most ``MAX_CONNECTIONS`` batches are in flight; the next
-one waits for a connection and takes every call made meanwhile. Replies go through the
-client's response callbacks, as redis-py's would; commands are read with the client's
-decoding (none of the store's asks otherwise).
+``execute``, against 103 µs with this protocol.) At most ``MAX_CONNECTIONS`` batches are
+in flight; the next one waits for a connection and takes every call made meanwhile. Replies
+go through the client's response callbacks, as redis-py's would; commands are read with the
+client's decoding (none of the store's asks otherwise).
 
 Waiting for a batch is also what keeps connections: a caller that runs out of time stops
 waiting, but the batch is not interrupted (cancelling redis-py mid-reply makes it drop the
