@@ -25,10 +25,11 @@ many unlabelled texts of one domain may centre them on their own mean instead
 reports both (:mod:`jg_sentiment.evaluation`).
 
 Embeddings are an argument, not computed here, so that training, evaluation and serving
-choose how to encode (cached on disk, micro-batched) -- see :mod:`jg_sentiment.scoring`. All
-of them encode with MiniLM in :func:`encoder_precision`: int8 linear layers, exact per token
-(:mod:`journeygate.int8`), which measured as accurate as float32 and about 1.7x faster where
-the CPU has fast int8 products; float32 elsewhere.
+choose how to encode (cached on disk, micro-batched) -- see :mod:`jg_sentiment.scoring`.
+Training encodes with MiniLM in :func:`encoder_precision`: int8 linear layers, exact per
+token (:mod:`journeygate.int8`), which measured as accurate as float32 and about 1.7x faster
+where the CPU has fast int8 products; float32 elsewhere. The model records it
+(:attr:`SentimentModel.precision`), and evaluation and serving encode at that precision.
 """
 
 from __future__ import annotations
@@ -54,10 +55,11 @@ FORMAT_3_PRECISION: Precision = "int8"  # what format-3 artifacts without "preci
 
 
 def encoder_precision() -> Precision:
-    """The MiniLM precision of training and serving alike on this host: int8 where the CPU
+    """The MiniLM precision a model is trained with on this host: int8 where the CPU
     multiplies int8 matrices fast, float32 elsewhere (:func:`journeygate.encoder.
-    fast_precision`). An artifact records it; one trained with the other precision is stale
-    here (its vectors would come from another encoder)."""
+    fast_precision`). An artifact records it and is served at it, wherever it is loaded (its
+    vectors must come from the same encoder); ``train-sentiment --if-stale`` retrains one
+    of the other precision."""
     return fast_precision()
 
 
@@ -214,8 +216,12 @@ class SentimentModel:
         embedding_model: Any,
         lexical_model: Any,
         calibration: tuple[float, float],
+        precision: Precision | None = None,
     ) -> None:
         self.params = params
+        # the MiniLM precision of the embeddings it was trained on, which serving must use:
+        # this host's (encoder_precision()) for a model trained here
+        self.precision: Precision = precision or encoder_precision()
         self.anchors = anchors
         self.centre = np.asarray(centre, dtype=np.float32)
         self.embedding_model = embedding_model
@@ -356,7 +362,7 @@ class SentimentModel:
             )
         meta = {
             "format": FORMAT_VERSION,
-            "precision": encoder_precision(),
+            "precision": self.precision,
             "params": asdict(self.params),
             "calibration": list(self.calibration),
             "metrics": dict(metrics or {}),
@@ -365,9 +371,10 @@ class SentimentModel:
 
     @classmethod
     def load(cls, directory: Path) -> SentimentModel:
-        """The model saved in ``directory``; :class:`StaleModelError` for another format."""
+        """The model saved in ``directory``, served at the precision it was trained with;
+        :class:`StaleModelError` for another format."""
         meta = read_meta(directory)
-        problem = stale_because(meta)
+        problem = unreadable_because(meta)
         if problem is not None:
             raise StaleModelError(
                 f"{directory}: {problem}: retrain with `journeygate train-sentiment`"
@@ -382,18 +389,36 @@ class SentimentModel:
             parts["embedding_model"],
             parts["lexical_model"],
             (float(slope), float(intercept)),
+            trained_precision(meta),
         )
 
 
-def stale_because(meta: Mapping[str, Any]) -> str | None:
-    """Why an artifact with this ``meta.json`` cannot be served here (another format, or
-    embeddings of the other precision), or None."""
+def trained_precision(meta: Mapping[str, Any]) -> Precision:
+    """The MiniLM precision an artifact's embeddings came from."""
+    precision = meta.get("precision", FORMAT_3_PRECISION)
+    return "float32" if precision == "float32" else "int8"
+
+
+def unreadable_because(meta: Mapping[str, Any]) -> str | None:
+    """Why this version cannot load an artifact with this ``meta.json`` (another format), or
+    None."""
     if meta.get("format") != FORMAT_VERSION:
         return (
             f"sentiment model format {meta.get('format')!r}, this version reads format "
             f"{FORMAT_VERSION}"
         )
-    trained = meta.get("precision", FORMAT_3_PRECISION)
+    return None
+
+
+def stale_because(meta: Mapping[str, Any]) -> str | None:
+    """Why ``train-sentiment --if-stale`` trains again: an artifact this version cannot load,
+    or one trained at the precision that is not this host's faster one (it is served at its
+    own precision, correctly, but slower than it could be: int8 is 10-40 times slower where
+    the CPU lacks fast int8 products). None when it is current."""
+    problem = unreadable_because(meta)
+    if problem is not None:
+        return problem
+    trained = trained_precision(meta)
     if trained != encoder_precision():
         return (
             f"sentiment model trained on {trained} embeddings, this host encodes in "

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jg_sentiment.model import SentimentModel, encoder_precision
+from jg_sentiment.model import SentimentModel
 from journeygate.encoder import MicroBatchEncoder, encode_packed, encode_texts
 
 DEFAULT_THEMES: Mapping[str, str] = {
@@ -149,7 +149,7 @@ class FeedbackScorer:
 
         The sentences (of one feedback, or of all feedback in a micro-batch) are encoded
         packed, without padding: the forward passes are most of a feedback's cost."""
-        embeddings = encode_packed(sentences, encoder_precision())
+        embeddings = encode_packed(sentences, self.model.precision)
         polarity = 2.0 * self.model.probabilities(sentences, embeddings) - 1.0
         return np.hstack([polarity[:, None].astype(np.float32), embeddings])
 
@@ -157,7 +157,7 @@ class FeedbackScorer:
         """Embeddings of the themes' phrases (encoded once). Blocking the first time: the
         plugin calls it at startup, in the executor."""
         if self._phrase_vectors is None:
-            self._phrase_vectors = encode_texts(self._phrases, precision=encoder_precision())
+            self._phrase_vectors = encode_texts(self._phrases, precision=self.model.precision)
         return self._phrase_vectors
 
     def _themes(self, embeddings: np.ndarray) -> tuple[str, ...]:
