@@ -25,9 +25,9 @@ var/catalog.csv: $(STAMP) data/sample/online_retail_sample.csv.gz
 var/models/recommender/CURRENT: $(STAMP) data/sample/online_retail_sample.csv.gz
 	$(BIN)/journeygate train
 
-# The sentiment model, trained (evaluation skipped) when none this machine can serve exists
-# (another format, or embeddings of the other MiniLM precision):
-# a model from an older release is retrained, not refused at startup.
+# The sentiment model, trained (evaluation skipped) when none exists, when it is of a format
+# this version cannot read (a model from an older release is retrained, not refused at
+# startup), or when its embeddings are of the MiniLM precision this machine runs slower.
 sentiment-model: $(STAMP)
 	$(BIN)/journeygate train-sentiment --no-evaluate --if-stale
 
