@@ -1,5 +1,6 @@
 """One contract for what the event worker writes, run against Redis and the in-process store."""
 
+import math
 import time
 from itertools import count
 
@@ -378,3 +379,18 @@ async def test_a_mistyped_price_is_rejected_before_anything_is_written(redis_url
     raw = await store.load_events_profile(visitor_id)
     assert raw is not None and int(raw.profile["events"]) == 1  # the first add only
     await store.close()
+
+
+async def test_an_event_received_just_before_an_erasure_is_dropped_and_one_after_it_kept(
+    store, visitor_id
+):
+    """Receipt times are rounded to the millisecond: one received a moment before the
+    erasure may carry a time above the erasure's own instant, and is still dropped; one
+    received once the erasure answered is kept."""
+    await apply(store, visitor_id, ev("page_view", visitor_id, -60))
+    just_before = ev("order", visitor_id, -30, revenue=9)
+    just_before["r"] = math.ceil(time.time() * 1000) / 1000  # rounded up, as it may be
+    assert await store.delete_visitor(visitor_id) is True
+    assert (await apply(store, visitor_id, just_before)).flags == (False,)
+    after = ev("page_view", visitor_id, -1)
+    assert (await apply(store, visitor_id, after)).flags == (True,)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -16,6 +18,28 @@ def floor_ms(at: float) -> float:
     """Epoch seconds to the millisecond, rounded down: a recorded time is never later than
     it was (a window's end stays exact), and fits the 14 digits Redis's cjson writes."""
     return math.floor(at * 1000) / 1000
+
+
+# Receipt times are rounded to the millisecond (``journeygate.events.ingest``).
+RECEIPT_STEP_S = 0.001
+
+
+def erasure_time() -> float:
+    """Now, as an erasure's tombstone records it: on the millisecond grid of events' receipt
+    times, rounded up, so that every event received before the erasure has a receipt time
+    at or below it and is dropped, even one whose time was rounded up. (Compared unrounded,
+    an event received within half a millisecond before an erasure survived it, and one
+    received within half a millisecond after it was dropped.)"""
+    return math.ceil(time.time() / RECEIPT_STEP_S) * RECEIPT_STEP_S
+
+
+async def past_erasure(erased_at: float) -> None:
+    """Wait until an event received from now on gets a receipt time above ``erased_at``
+    (at most a millisecond and a half): a store's erasure returns after it, so that what a
+    client sends once the erasure answered is kept."""
+    delay = erased_at + 0.6 * RECEIPT_STEP_S - time.time()
+    if delay > 0:
+        await asyncio.sleep(delay)
 
 
 class StoreUnavailable(RuntimeError):

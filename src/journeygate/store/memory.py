@@ -15,7 +15,15 @@ from typing import Any, TypeGuard
 
 from journeygate.config import EventsConfig, StoreConfig
 from journeygate.model import StoredVisitor
-from journeygate.store.base import Applied, MergeStart, RawVisitor, StageTransition, floor_ms
+from journeygate.store.base import (
+    Applied,
+    MergeStart,
+    RawVisitor,
+    StageTransition,
+    erasure_time,
+    floor_ms,
+    past_erasure,
+)
 from journeygate.store.decay import DecayedScore, blended
 
 
@@ -233,6 +241,7 @@ class MemoryProfileStore:
 
     async def delete_visitor(self, visitor_id: str) -> bool:
         pending, removed, done = [visitor_id], False, set()
+        erased_at = erasure_time()
         while pending:
             current = pending.pop()
             done.add(current)
@@ -240,13 +249,14 @@ class MemoryProfileStore:
             if any(t.visitor_id == current for t in self._transitions):
                 kept = [t for t in self._transitions if t.visitor_id != current]
                 self._transitions = deque(kept, maxlen=self._transitions.maxlen)
-            self._erased[current] = (time.time(), self._clock() + self.events.erasure_ttl_s)
+            self._erased[current] = (erased_at, self._clock() + self.events.erasure_ttl_s)
             self._erased.move_to_end(current)
             while len(self._erased) > self.config.memory_max_visitors:
                 self._erased.popitem(last=False)
             if visitor is not None:
                 removed = True
                 pending += [alias for alias in visitor.aliases if alias not in done]
+        await past_erasure(erased_at)
         return removed
 
     async def merged_ids(self, visitor_id: str) -> list[str]:

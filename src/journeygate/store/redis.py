@@ -29,7 +29,9 @@ from journeygate.store.base import (
     RawVisitor,
     StageTransition,
     StoreUnavailable,
+    erasure_time,
     floor_ms,
+    past_erasure,
 )
 from journeygate.store.batching import Command, CommandBatcher
 from journeygate.store.decay import DecayedScore
@@ -243,13 +245,15 @@ class RedisProfileStore:
             current = pending.pop()
             done.add(current)
             await self._erase_transitions(current)
+            erased_at = erasure_time()
             count, aliases = await self._eval(
                 ERASE_SCRIPT,
                 self._erase_keys(current),
-                ("erase", time.time(), self.events.erasure_ttl_s),
+                ("erase", erased_at, self.events.erasure_ttl_s),
             )
             removed += int(count)
             pending += [alias for alias in aliases if alias not in done]
+            await past_erasure(erased_at)
         return removed > 0
 
     async def merged_ids(self, visitor_id: str) -> list[str]:
