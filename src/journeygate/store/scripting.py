@@ -40,11 +40,11 @@ class ScriptedPipelines:
         self.scripts = tuple(scripts)
         self.timeout_s = timeout_s
         self.error = error
-        self._shas: dict[str, str] = {}
+        self._loaded = False
 
     def sha(self, script: str) -> str:
-        """The loaded script's SHA1, for ``pipe.evalsha`` inside a ``build`` function."""
-        return self._shas[script]
+        """The script's SHA1, for ``pipe.evalsha`` inside a ``build`` function."""
+        return script_sha(script)
 
     async def guard(self, awaitable: Awaitable[Any]) -> Any:
         """Await one Redis call under the timeout; its failure is a ``StoreUnavailable``."""
@@ -60,12 +60,12 @@ class ScriptedPipelines:
         the pipeline runs again (its other commands must be safe to repeat). A command Redis
         refused raises ``self.error`` of it; ``scripted=False`` skips loading the scripts."""
         for attempt in range(2):
-            if scripted and (attempt or not self._shas):
+            if scripted and (attempt or not self._loaded):
                 pipe = self.client.pipeline(transaction=False)
                 for script in self.scripts:
                     pipe.script_load(script)
-                shas = await self.guard(pipe.execute())
-                self._shas = dict(zip(self.scripts, shas, strict=True))
+                await self.guard(pipe.execute())
+                self._loaded = True
             pipe = self.client.pipeline(transaction=False)
             build(pipe)
             results: list[Any] = await self.guard(pipe.execute(raise_on_error=False))
