@@ -253,7 +253,7 @@ class RedisProfileStore:
             )
             removed += int(count)
             pending += [alias for alias in aliases if alias not in done]
-            await past_erasure(erased_at)
+        await past_erasure(erased_at)  # the last id's tombstone is the latest
         return removed > 0
 
     async def merged_ids(self, visitor_id: str) -> list[str]:
