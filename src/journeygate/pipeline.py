@@ -25,6 +25,7 @@ from collections.abc import (
 )
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from time import perf_counter
 from types import GeneratorType
 from typing import Any
 
@@ -319,10 +320,10 @@ class Pipeline:
         """Start one call: its outcome when the implementation answered at once, else the
         coroutine that awaits its answer (an awaitable it returned, or its run in the
         executor when offloaded) under the rest of its budget."""
-        started = time.perf_counter()
+        started = perf_counter()
         budget = impl.budget
-        if deadline is not None:
-            budget = max(min(budget, deadline - started), 0.0)
+        if deadline is not None and deadline - started < budget:
+            budget = max(deadline - started, 0.0)
         try:
             if impl.offloaded:
                 args = [kwargs[name] for name in impl.argnames]
@@ -330,21 +331,24 @@ class Pipeline:
                     self.executor, lambda: impl.function(*args)
                 )
             else:
-                result = self._invoke(impl, kwargs)
+                result = impl.function(*map(kwargs.__getitem__, impl.argnames))
         except Exception as exc:
             return self._outcome(impl, hook, started, budget, trace, slot, error=exc)
-        if self._is_plain(result):
-            return self._outcome(impl, hook, started, budget, trace, slot, result)
-        return self._settle(impl, hook, result, started, budget, trace, slot)
+        if type(result) not in self._plain_types and not self._is_plain(result):
+            return self._settle(impl, hook, result, started, budget, trace, slot)
+        elapsed = perf_counter() - started
+        if trace is None and (elapsed <= budget or impl.last_resort):
+            # the usual answer, recorded here rather than in _outcome: most calls end so
+            impl.duration.observe(elapsed)
+            return CallOutcome(impl.plugin, True, result)
+        return self._outcome(impl, hook, started, budget, trace, slot, result)
 
     def _is_plain(self, result: Any) -> bool:
-        """Whether a hook's result is a value rather than something to await. Answered from
-        the result's type once it was seen: ``inspect.isawaitable`` is an ABC check, slow on
-        every call. A generator's type is never remembered (only some generators are
-        coroutines)."""
+        """Whether a hook's result is a value rather than something to await (a type not
+        seen before: ``_begin`` first looks ``type(result)`` up in ``_plain_types``, because
+        ``inspect.isawaitable`` is an ABC check, slow on every call). A generator's type is
+        never remembered (only some generators are coroutines)."""
         kind = type(result)
-        if kind in self._plain_types:
-            return True
         if inspect.isawaitable(result):
             return False
         if kind is not GeneratorType:
@@ -363,7 +367,7 @@ class Pipeline:
     ) -> CallOutcome:
         """Await what an implementation returned under the rest of its budget."""
         try:
-            async with asyncio.timeout(max(budget - (time.perf_counter() - started), 0)):
+            async with asyncio.timeout(max(budget - (perf_counter() - started), 0)):
                 result = await pending
         except Exception as exc:
             return self._outcome(impl, hook, started, budget, trace, slot, error=exc)
@@ -381,7 +385,7 @@ class Pipeline:
         error: Exception | None = None,
     ) -> CallOutcome:
         """Record a finished call (its latency, a failure, the explanation's entry)."""
-        elapsed = time.perf_counter() - started
+        elapsed = perf_counter() - started
         if error is None and elapsed > budget and not impl.last_resort:
             # A synchronous implementation cannot be interrupted; its late answer is still
             # discarded so that budgets mean the same for every plugin.
@@ -450,7 +454,7 @@ class Pipeline:
             is_fallback = impl.plugin == FALLBACK_PLUGIN
             if only is not None and impl.plugin not in (only, FALLBACK_PLUGIN):
                 continue
-            if deadline is not None and not is_fallback and time.perf_counter() >= deadline:
+            if deadline is not None and not is_fallback and perf_counter() >= deadline:
                 failures.append(f"{impl.plugin}: deadline")
                 continue
             # _begin, not call: one coroutine less per call, when it answered at once
@@ -512,7 +516,7 @@ class Pipeline:
             return StoredVisitor(store_available=False)
 
     async def decide(self, request: DecideRequest) -> Decision:
-        started = time.perf_counter()
+        started = perf_counter()
         deadline = started + self.config.decide.deadline_ms / 1000
         trace: list[dict[str, Any]] | None = [] if request.explain else None
         stored = await self.load_visitor(request)
@@ -532,7 +536,7 @@ class Pipeline:
             # Every slot hook is synchronous: tasks would add overhead and no concurrency.
             blocks = [await answer for answer in answers]
         decision = Decision(context=context, blocks=blocks, trace=trace or [])
-        decision.duration_ms = (time.perf_counter() - started) * 1000
+        decision.duration_ms = (perf_counter() - started) * 1000
         if self.experiments:
             self.experiments.observe(context, blocks)
         if self._impls[OBSERVE_DECISION]:
@@ -586,7 +590,7 @@ class Pipeline:
                 "journeygate_choose_offer",
                 kwargs,
                 trace,
-                accept=lambda result: result if isinstance(result, Offer) else None,
+                accept=_offer_or_none,
                 only=slot.plugin,
                 slot=slot.id,
                 deadline=deadline,
@@ -624,7 +628,7 @@ class Pipeline:
             "journeygate_render_block",
             {"context": context, "block": block, "renderer": self.renderer},
             trace,
-            accept=lambda result: result if isinstance(result, str) else None,
+            accept=_text_or_none,
             slot=slot.id,
         )
         block.html = html or ""
@@ -715,10 +719,10 @@ class Pipeline:
             if product_id in excluded:
                 continue
             excluded.add(product_id)
+            shown.add(product_id)
             items.append(item.copy())
             if len(items) >= limit:
                 break
-        shown.update(item["product_id"] for item in items)
         return items
 
     def _resolved_tuple(
@@ -761,6 +765,14 @@ def new_decision_id() -> str:
     """32 random hex digits, like ``uuid4().hex`` without its system call: the module's
     generator is seeded from the OS and reseeded in every forked worker."""
     return f"{random.getrandbits(128):032x}"
+
+
+def _offer_or_none(result: Any) -> Offer | None:
+    return result if isinstance(result, Offer) else None
+
+
+def _text_or_none(result: Any) -> str | None:
+    return result if isinstance(result, str) else None
 
 
 async def _await_maybe(value: Any) -> Any:

@@ -142,25 +142,64 @@ def _cart(value: Any, field: str) -> tuple[CartItem, ...]:
         )
     parsed = []
     for index, raw in enumerate(items):
-        where = f"{field}.items[{index}]"
-        item = _object(raw, where)
-        product_id = _text(item, "product_id", f"{where}.product_id", required=True, max_len=64)
-        price = item.get("price")
-        if price is not None and (
-            isinstance(price, bool)
-            or not isinstance(price, int | float)
-            or not math.isfinite(price)
-            or price < 0
-        ):
-            raise InvalidRequest(f"{where}.price must be a non-negative number", f"{where}.price")
-        parsed.append(
-            CartItem(
-                product_id=product_id or "",
-                quantity=_integer(item, "quantity", f"{where}.quantity", 1, 1, MAX_QUANTITY),
-                price=float(price) if price is not None else None,
-            )
-        )
+        # The usual item, checked inline: a product id, a price and a quantity of plain types.
+        if type(raw) is dict:
+            product_id = raw.get("product_id")
+            price = raw.get("price")
+            quantity = raw.get("quantity", 1)
+            if (
+                type(product_id) is str
+                and 0 < len(product_id) <= 64
+                and (
+                    price is None
+                    or ((type(price) is float or type(price) is int) and 0 <= price < math.inf)
+                )
+                and type(quantity) is int
+                and 1 <= quantity <= MAX_QUANTITY
+            ):
+                parsed.append(
+                    CartItem(product_id, quantity, None if price is None else float(price))
+                )
+                continue
+        parsed.append(_cart_item(raw, f"{field}.items[{index}]"))
     return tuple(parsed)
+
+
+def _cart_item(raw: Any, where: str) -> CartItem:
+    item = _object(raw, where)
+    product_id = _text(item, "product_id", f"{where}.product_id", required=True, max_len=64)
+    price = item.get("price")
+    if price is not None and (
+        isinstance(price, bool)
+        or not isinstance(price, int | float)
+        or not math.isfinite(price)
+        or price < 0
+    ):
+        raise InvalidRequest(f"{where}.price must be a non-negative number", f"{where}.price")
+    return CartItem(
+        product_id=product_id or "",
+        quantity=_integer(item, "quantity", f"{where}.quantity", 1, 1, MAX_QUANTITY),
+        price=float(price) if price is not None else None,
+    )
+
+
+def _texts(
+    data: Mapping[str, Any], where: str, fields: tuple[tuple[str, int], ...]
+) -> list[str | None]:
+    """Several optional text fields of one object, checked in one pass: each is usually
+    absent or a short enough string; any other value goes through :func:`_text`, which
+    names the field it rejects."""
+    values = []
+    for key, max_len in fields:
+        value = data.get(key)
+        if value is not None and (type(value) is not str or len(value) > max_len):
+            value = _text(data, key, f"{where}.{key}", max_len=max_len)
+        values.append(value)
+    return values
+
+
+PAGE_TEXT_FIELDS = (("url", MAX_TEXT), ("product_id", 64), ("category", 128), ("query", 512))
+CONTEXT_TEXT_FIELDS = (("device", 64), ("locale", 35), ("referrer", MAX_TEXT))
 
 
 def _context(value: Any) -> RequestContext:
@@ -168,23 +207,29 @@ def _context(value: Any) -> RequestContext:
         return RequestContext()
     data = _object(value, "context")
     page_data = _object(data.get("page") or {}, "context.page")
+    url, product_id, category, query = _texts(page_data, "context.page", PAGE_TEXT_FIELDS)
     page = PageContext(
-        type=_choice(page_data, "type", "context.page.type", PAGE_TYPES, "other"),
-        url=_text(page_data, "url", "context.page.url"),
-        product_id=_text(page_data, "product_id", "context.page.product_id", max_len=64),
-        category=_text(page_data, "category", "context.page.category", max_len=128),
-        query=_text(page_data, "query", "context.page.query", max_len=512),
+        _choice(page_data, "type", "context.page.type", PAGE_TYPES, "other"),
+        url,
+        product_id,
+        category,
+        query,
     )
-    utm_data = _object(data.get("utm") or {}, "context.utm")
-    utm = {key: _text(utm_data, key, f"context.utm.{key}", max_len=256) or "" for key in utm_data}
+    utm: Mapping[str, str] = EMPTY
+    if utm_data := data.get("utm"):
+        utm_data = _object(utm_data, "context.utm")
+        utm = MappingProxyType(
+            {key: _text(utm_data, key, f"context.utm.{key}", max_len=256) or "" for key in utm_data}
+        )
+    device, locale, referrer = _texts(data, "context", CONTEXT_TEXT_FIELDS)
     return RequestContext(
-        page=page,
-        cart=_cart(data.get("cart"), "context.cart"),
-        channel=_choice(data, "channel", "context.channel", CHANNELS, "web"),
-        device=_text(data, "device", "context.device", max_len=64),
-        locale=_text(data, "locale", "context.locale", max_len=35),
-        referrer=_text(data, "referrer", "context.referrer"),
-        utm=MappingProxyType(utm) if utm else EMPTY,
+        page,
+        _cart(data.get("cart"), "context.cart"),
+        _choice(data, "channel", "context.channel", CHANNELS, "web"),
+        device,
+        locale,
+        referrer,
+        utm,
     )
 
 
@@ -249,19 +294,25 @@ def _cached_slot(value: Any, index: int, limits: Limits) -> SlotRequest:
 def parse_decide_request(body: Any, limits: Limits) -> DecideRequest:
     """Validate a ``POST /v1/decide`` body; raises an :class:`InvalidRequest` naming the field."""
     data = _object(body, "")
-    visitor_id = _identifier(data, "visitor_id", "visitor_id", required=True) or ""
-    session_id = _identifier(data, "session_id", "session_id", required=False)
+    visitor_id = data.get("visitor_id")
+    if type(visitor_id) is not str or not IDENTIFIER.match(visitor_id):
+        visitor_id = _identifier(data, "visitor_id", "visitor_id", required=True) or ""
+    session_id = data.get("session_id")
+    if session_id is not None and (type(session_id) is not str or not IDENTIFIER.match(session_id)):
+        session_id = _identifier(data, "session_id", "session_id", required=False)
     slots = data.get("slots")
     if not isinstance(slots, list) or not slots:
         raise InvalidRequest("slots must be a non-empty array", "slots")
     if len(slots) > limits.max_slots:
         raise InvalidRequest(f"slots has more than {limits.max_slots} entries", "slots")
-    parsed_slots = tuple(_cached_slot(slot, index, limits) for index, slot in enumerate(slots))
+    parsed_slots = []
     seen: set[str] = set()
-    for index, slot in enumerate(parsed_slots):
+    for index, raw_slot in enumerate(slots):
+        slot = _cached_slot(raw_slot, index, limits)
         if slot.id in seen:
             raise InvalidRequest(f"slot id {slot.id!r} is used twice", f"slots[{index}].id")
         seen.add(slot.id)
+        parsed_slots.append(slot)
     explain = data.get("explain", False)
     if not isinstance(explain, bool):
         raise InvalidRequest(f"explain must be a boolean, got {_type(explain)}", "explain")
@@ -269,6 +320,6 @@ def parse_decide_request(body: Any, limits: Limits) -> DecideRequest:
         visitor_id=visitor_id,
         session_id=session_id,
         context=_context(data.get("context")),
-        slots=parsed_slots,
+        slots=tuple(parsed_slots),
         explain=explain,
     )

@@ -203,8 +203,10 @@ from collections.abc import Sequence
 PREFIX = "jg"
 
 
-def visitor_key(visitor_id: str, *parts: str) -> str:
-    return ":".join((PREFIX, "{" + visitor_id + "}", *parts))
+def visitor_key(visitor_id: str, name: str, *parts: str) -> str:
+    """``jg:{visitor_id}:name[:part...]``: the hash tag keeps a visitor's keys in one slot."""
+    key = f"{PREFIX}:{{{visitor_id}}}:{name}"
+    return key + ":" + ":".join(parts) if parts else key
 
 
 def profile(visitor_id: str) -> str:
@@ -275,7 +277,8 @@ ERASE_SCRIPT_KEYS = (
 
 
 def visitor_keys(visitor_id: str, names: Sequence[str]) -> list[str]:
-    return [visitor_key(visitor_id, name) for name in names]
+    prefix = f"{PREFIX}:{{{visitor_id}}}:"
+    return [prefix + name for name in names]
 
 
 def event_session_prefix(visitor_id: str) -> str:
