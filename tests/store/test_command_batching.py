@@ -122,3 +122,44 @@ async def test_a_connection_redis_closed_is_replaced_without_failing_the_callers
     assert await batcher.execute([(("ECHO", "after"), {})]) == ["after"]
     await batcher.aclose()
     await client.aclose()
+
+
+async def test_a_late_reply_fails_its_callers_but_keeps_the_connection(private_redis):
+    """Redis paused past the timeout: the callers get StoreUnavailable at the timeout, the
+    reply that comes later is read off the connection, which the next batch uses again."""
+    client = aioredis.Redis.from_url(private_redis.url, decode_responses=True)
+    batcher = CommandBatcher(client, timeout_s=0.1)
+    assert await batcher.execute([(("ECHO", "warm"), {})]) == ["warm"]
+    admin = redis.Redis.from_url(private_redis.url)
+    before = int(admin.info("stats")["total_connections_received"])
+    admin.execute_command("CLIENT", "PAUSE", 400, "ALL")
+    with pytest.raises(StoreUnavailable, match="no reply within 100 ms"):
+        await batcher.execute([(("ECHO", "late"), {})])
+    await asyncio.sleep(0.5)  # the pause ends and the late reply arrives
+    assert await batcher.execute([(("ECHO", "next"), {})]) == ["next"]
+    assert int(admin.info("stats")["total_connections_received"]) == before  # none new
+    admin.close()
+    await batcher.aclose()
+    await client.aclose()
+
+
+async def test_a_batch_unanswered_past_the_grace_gives_its_connection_up(
+    private_redis, monkeypatch
+):
+    """Redis paused past the timeout and the grace: the batch's connection is closed, and
+    the next batch is sent on a fresh one once Redis answers again."""
+    monkeypatch.setattr("journeygate.store.batching.LATE_BATCH_GRACE_S", 0.2)
+    client = aioredis.Redis.from_url(private_redis.url, decode_responses=True)
+    batcher = CommandBatcher(client, timeout_s=0.1)
+    assert await batcher.execute([(("ECHO", "warm"), {})]) == ["warm"]
+    admin = redis.Redis.from_url(private_redis.url)
+    before = int(admin.info("stats")["total_connections_received"])
+    admin.execute_command("CLIENT", "PAUSE", 800, "ALL")
+    with pytest.raises(StoreUnavailable):
+        await batcher.execute([(("ECHO", "lost"), {})])
+    await asyncio.sleep(1.0)  # given up on at 0.3 s; the pause ends at 0.8 s
+    assert await batcher.execute([(("ECHO", "fresh"), {})]) == ["fresh"]
+    assert int(admin.info("stats")["total_connections_received"]) == before + 1
+    admin.close()
+    await batcher.aclose()
+    await client.aclose()

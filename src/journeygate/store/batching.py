@@ -10,7 +10,10 @@ request waits for nothing: its batch is sent at the end of the current loop iter
 A batch goes out on a connection of the batcher's own, opened by the client's pool's
 connection class (so with its URL, TLS, password and database) and then read by a protocol
 of ours (:class:`_Link`): hiredis parses the replies as they arrive and the last one
-completes the batch, with no stream reader and no coroutine per reply. (redis-py's pipeline
+completes the batch, with no stream reader and no coroutine per reply. The usual round trip
+(an idle connection at hand) is a callback that writes and a callback that hands out the
+replies, with no task: 84 µs of CPU for a lone one-command round trip on these machines,
+against 99 µs with a task per batch (most of either is the write system call). (redis-py's pipeline
 object added a pool lock, retry and observability wrappers and a reset to every round trip:
 115 µs of CPU for a two-command round trip on these machines. Its connection read reply by
 reply through three coroutines: 144 µs of CPU for a four-command batch sent alone through
@@ -29,6 +32,7 @@ connection is used again when the late reply comes. A batch still unanswered
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, cast
@@ -45,6 +49,8 @@ from journeygate.store.base import StoreUnavailable
 
 # One command as redis-py's pipelines record it: (arguments, options).
 Command = tuple[tuple[Any, ...], dict[str, Any]]
+# The calls of one round trip: each caller's commands and the future of its replies.
+Batch = list[tuple[Sequence[Command], asyncio.Future[list[Any]]]]
 
 # Options a recorded command carries for reading its reply, not for its response callback.
 PARSE_ONLY_OPTIONS = frozenset({EMPTY_RESPONSE, NEVER_DECODE, "keys"})
@@ -79,6 +85,7 @@ class _Link(asyncio.Protocol):
         self.expected = 0
         self.waiter: asyncio.Future[list[Any]] | None = None
         self.lost: Exception | None = None
+        self.closed: Exception | None = None  # set when the batcher closed it
         self.transport.set_protocol(self)
 
     @classmethod
@@ -122,7 +129,7 @@ class _Link(asyncio.Protocol):
             waiter.set_result(replies)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = RedisConnectionError(
+        self.lost = self.closed or RedisConnectionError(
             f"Connection closed: {exc}" if exc else "Connection closed by server."
         )
         if self.waiter is not None and not self.waiter.done():
@@ -134,8 +141,12 @@ class _Link(asyncio.Protocol):
         return bool(self.replies)
 
     def close(self) -> None:
-        self.lost = RedisConnectionError("Connection closed by the batcher.")
+        """Drop the connection; a batch still waiting on it fails at once (and is not sent
+        again: the batcher closes a connection when it gives up on it)."""
+        self.lost = self.closed = RedisConnectionError("Connection closed by the batcher.")
         self.transport.close()
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(self.lost)
 
 
 class CommandBatcher:
@@ -152,9 +163,10 @@ class CommandBatcher:
         self.client = client
         self.timeout_s = timeout_s
         self.max_connections = max_connections
-        self._batch: list[tuple[Sequence[Command], asyncio.Future[list[Any]]]] = []
+        self._batch: Batch = []
         self._batch_commands = 0
         self._sending: set[asyncio.Task[None]] = set()
+        self._in_flight: set[asyncio.Future[list[Any]]] = set()
         self._idle: list[_Link] = []
         self._opened = 0
         self._waiters: deque[asyncio.Future[_Link | None]] = deque()
@@ -167,14 +179,13 @@ class CommandBatcher:
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[list[Any]] = loop.create_future()
         if not self._batch:
-            # The round trip's task first runs in the next loop iteration and takes every
-            # command queued until then. One timer per batch, not one per caller: callers
-            # join a batch within one loop iteration, so they share its deadline (cancelled
-            # when the replies come).
-            deadline = loop.call_later(self.timeout_s, self._expire, self._batch)
-            task = loop.create_task(self._round_trip(self._batch, deadline))
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+            # The batch is sent in the next loop iteration and takes every command queued
+            # until then. One timer per batch, not one per caller: callers join a batch
+            # within one loop iteration, so they share its deadline (cancelled when the
+            # replies come).
+            sent_on: list[_Link] = []  # the connection, once the batch is written
+            deadline = loop.call_later(self.timeout_s, self._expire, self._batch, sent_on)
+            loop.call_soon(self._dispatch, self._batch, deadline, sent_on)
         self._batch.append((commands, reply))
         self._batch_commands += len(commands)
         if self._batch_commands >= MAX_BATCH_COMMANDS:
@@ -182,24 +193,101 @@ class CommandBatcher:
         # a caller that stops waiting cancels its reply only, never the batch
         return reply
 
-    def _expire(self, batch: list[tuple[Sequence[Command], asyncio.Future[list[Any]]]]) -> None:
+    def _expire(self, batch: Batch, sent_on: list[_Link]) -> None:
         """The batch's deadline: its callers still waiting get ``StoreUnavailable`` (the
-        batch itself goes on, see the module docstring)."""
+        batch itself goes on, see the module docstring). A batch :meth:`_dispatch` wrote
+        (on the connection in ``sent_on``) is given up on after the grace."""
         for _, reply in batch:
             if not reply.done():
                 reply.set_exception(
                     StoreUnavailable(f"redis: no reply within {self.timeout_s * 1000:.0f} ms")
                 )
+        for link in sent_on:
+            if link.waiter is not None:
+                asyncio.get_running_loop().call_later(
+                    LATE_BATCH_GRACE_S, self._abandon, link, link.waiter
+                )
+
+    @staticmethod
+    def _abandon(link: _Link, waiter: asyncio.Future[list[Any]]) -> None:
+        if not waiter.done():
+            link.close()
 
     def _close_batch(self) -> None:
         """Let callers from now on start a new batch: the open one goes as it is."""
         self._batch, self._batch_commands = [], 0
 
-    async def _round_trip(
+    def _dispatch(self, batch: Batch, deadline: asyncio.TimerHandle, sent_on: list[_Link]) -> None:
+        """Send ``batch`` (the end of the loop iteration it was started in). The usual round
+        trip is a write on an idle connection and a callback when the last reply is in: no
+        task, no coroutine. A batch that must open a connection, wait for one, or be sent
+        again goes through :meth:`_round_trip`."""
+        link = self._idle.pop() if self._idle else None
+        if link is not None and link.lost is None:
+            if batch is self._batch:
+                self._close_batch()
+            commands = [command for calls, _ in batch for command in calls]
+            try:
+                sent = link.exchange([args for args, _ in commands])
+            except Exception as exc:  # a command that cannot be packed: nothing was written
+                self._release(link)
+                deadline.cancel()
+                self._fail(batch, exc)
+                return
+            sent_on.append(link)
+            self._in_flight.add(sent)
+            sent.add_done_callback(
+                functools.partial(self._answered, batch, deadline, link, commands)
+            )
+            return
+        if link is not None:
+            self._release(link)  # lost while idle: the round trip opens a fresh one
+        self._start_round_trip(batch, deadline)
+
+    def _answered(
         self,
-        batch: list[tuple[Sequence[Command], asyncio.Future[list[Any]]]],
+        batch: Batch,
         deadline: asyncio.TimerHandle,
+        link: _Link,
+        commands: list[Command],
+        sent: asyncio.Future[list[Any]],
     ) -> None:
+        """The replies of a batch sent by :meth:`_dispatch`, or why there are none."""
+        self._in_flight.discard(sent)
+        failure = RedisConnectionError("batch cancelled") if sent.cancelled() else sent.exception()
+        if failure is None:
+            self._release(link)
+            deadline.cancel()
+            try:
+                replies = [
+                    self._parsed(reply, args, options)
+                    for reply, (args, options) in zip(sent.result(), commands, strict=True)
+                ]
+            except Exception as exc:
+                self._fail(batch, exc)
+                return
+            self._answer(batch, replies)
+            return
+        retry = isinstance(failure, RedisConnectionError) and not link.answered and not link.closed
+        self._release(link)
+        if retry:  # Redis closed the connection before running anything: send it again
+            self._start_round_trip(batch, deadline, fresh=True)
+            return
+        deadline.cancel()
+        self._fail(batch, failure if isinstance(failure, Exception) else RedisError(failure))
+
+    def _start_round_trip(
+        self, batch: Batch, deadline: asyncio.TimerHandle, fresh: bool = False
+    ) -> None:
+        task = asyncio.get_running_loop().create_task(self._round_trip(batch, deadline, fresh))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _round_trip(
+        self, batch: Batch, deadline: asyncio.TimerHandle, fresh: bool = False
+    ) -> None:
+        """A batch's round trip when :meth:`_dispatch` cannot send it at once: ``fresh``, a
+        second attempt (on a new connection) of a batch Redis dropped unanswered."""
         try:
             async with asyncio.timeout(self.timeout_s + LATE_BATCH_GRACE_S):
                 link = await self._acquire()
@@ -209,19 +297,18 @@ class CommandBatcher:
                     self._close_batch()
                 commands = [command for calls, _ in batch for command in calls]
                 try:
-                    link, replies = await self._exchange(link, commands)
+                    link, replies = await self._exchange(link, commands, 1 if fresh else 2)
                 finally:
                     self._release(link)
         except Exception as exc:
-            failure: Exception = exc
-            if isinstance(exc, RedisError | OSError | TimeoutError):
-                failure = StoreUnavailable(f"redis: {exc.__class__.__name__}: {exc}")
-            for _, reply in batch:
-                if not reply.done():
-                    reply.set_exception(failure)
+            self._fail(batch, exc)
             return
         finally:
             deadline.cancel()  # a timer left to fire would wake an idle loop for nothing
+        self._answer(batch, replies)
+
+    @staticmethod
+    def _answer(batch: Batch, replies: list[Any]) -> None:
         start = 0
         for calls, reply in batch:
             end = start + len(calls)
@@ -229,21 +316,30 @@ class CommandBatcher:
                 reply.set_result(replies[start:end])
             start = end
 
+    @staticmethod
+    def _fail(batch: Batch, exc: Exception) -> None:
+        failure: Exception = exc
+        if isinstance(exc, RedisError | OSError | TimeoutError):
+            failure = StoreUnavailable(f"redis: {exc.__class__.__name__}: {exc}")
+        for _, reply in batch:
+            if not reply.done():
+                reply.set_exception(failure)
+
     async def _exchange(
-        self, link: _Link | None, commands: list[Command]
+        self, link: _Link | None, commands: list[Command], attempts: int
     ) -> tuple[_Link, list[Any]]:
         """Write every command at once, then wait for their replies; returns the connection
         used with them. A connection Redis closed (a restart) fails at the write or before
-        its first reply, before any command ran: those are sent once more, on a fresh
-        connection. ``link`` None: connect first."""
+        its first reply, before any command ran: those are sent again, on a fresh
+        connection, while ``attempts`` last. ``link`` None: connect first."""
         arguments = [args for args, _ in commands]
-        for attempt in (1, 2):
+        for attempt in range(1, attempts + 1):
             if link is None or link.lost is not None:
                 link = await _Link.open(self.client.connection_pool)
             try:
                 replies = await link.exchange(arguments)
             except RedisConnectionError:
-                if link.answered or attempt == 2:
+                if link.answered or attempt == attempts:
                     raise
                 continue
             except BaseException:
@@ -300,8 +396,8 @@ class CommandBatcher:
 
     async def aclose(self) -> None:
         """Wait for the batches in flight (each bounded by its timeout), then disconnect."""
-        if self._sending:
-            await asyncio.gather(*self._sending, return_exceptions=True)
+        if self._sending or self._in_flight:
+            await asyncio.gather(*self._sending, *self._in_flight, return_exceptions=True)
         idle, self._idle = self._idle, []
         self._opened -= len(idle)
         for link in idle:
