@@ -27,6 +27,7 @@ SEGMENTS_FIELD = "segments"  # the rule-based segments the visitor is in (person
 ORDERS_FIELD = "orders"  # orders counted by the event worker
 
 
+EMPTY_NAMES: frozenset[str] = frozenset()
 # The types of a JSON number (exactly: a bool is an int, but not a number here).
 NUMBER_TYPES = (int, float)
 
@@ -39,6 +40,8 @@ def _number(value: Any) -> float | None:
 
 def _names(*values: Any) -> frozenset[str]:
     """Names from attributes that may be one string or a list of them (or missing)."""
+    if not any(values):  # most visitors have neither, and this runs per decision
+        return EMPTY_NAMES
     names: set[str] = set()
     for value in values:
         if isinstance(value, str) and value:
@@ -49,7 +52,7 @@ def _names(*values: Any) -> frozenset[str]:
 
 
 def _times(value: Any) -> Mapping[str, float]:
-    if not isinstance(value, Mapping):
+    if not value or not isinstance(value, Mapping):
         return EMPTY
     return {str(k): t for k, v in value.items() if (t := _number(v)) is not None}
 
@@ -101,7 +104,7 @@ class VisitorInputs:
             orders=int(_number(profile.get(ORDERS_FIELD)) or 0),
             consents=context.stored.consents,
             triggers=_times(profile.get(TRIGGERS_FIELD)),
-            shows=shows if isinstance(shows, Mapping) else EMPTY,
+            shows=shows if type(shows) is dict or isinstance(shows, Mapping) else EMPTY,
         )
 
     def recent_shows(self, offer_id: str, window_s: float) -> int:
