@@ -83,6 +83,9 @@ def _text(
 
 
 def _identifier(data: Mapping[str, Any], key: str, field: str, required: bool) -> str | None:
+    value = data.get(key)
+    if type(value) is str and IDENTIFIER.match(value):  # the usual case, tested first
+        return value
     value = _text(data, key, field, required)
     if value is not None and not IDENTIFIER.match(value):
         raise InvalidRequest(
@@ -294,12 +297,8 @@ def _cached_slot(value: Any, index: int, limits: Limits) -> SlotRequest:
 def parse_decide_request(body: Any, limits: Limits) -> DecideRequest:
     """Validate a ``POST /v1/decide`` body; raises an :class:`InvalidRequest` naming the field."""
     data = _object(body, "")
-    visitor_id = data.get("visitor_id")
-    if type(visitor_id) is not str or not IDENTIFIER.match(visitor_id):
-        visitor_id = _identifier(data, "visitor_id", "visitor_id", required=True) or ""
-    session_id = data.get("session_id")
-    if session_id is not None and (type(session_id) is not str or not IDENTIFIER.match(session_id)):
-        session_id = _identifier(data, "session_id", "session_id", required=False)
+    visitor_id = _identifier(data, "visitor_id", "visitor_id", required=True) or ""
+    session_id = _identifier(data, "session_id", "session_id", required=False)
     slots = data.get("slots")
     if not isinstance(slots, list) or not slots:
         raise InvalidRequest("slots must be a non-empty array", "slots")

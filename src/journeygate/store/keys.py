@@ -203,9 +203,14 @@ from collections.abc import Sequence
 PREFIX = "jg"
 
 
+def visitor_prefix(visitor_id: str) -> str:
+    """``jg:{visitor_id}:``: the hash tag keeps a visitor's keys in one slot."""
+    return f"{PREFIX}:{{{visitor_id}}}:"
+
+
 def visitor_key(visitor_id: str, name: str, *parts: str) -> str:
-    """``jg:{visitor_id}:name[:part...]``: the hash tag keeps a visitor's keys in one slot."""
-    key = f"{PREFIX}:{{{visitor_id}}}:{name}"
+    """``jg:{visitor_id}:name[:part...]``."""
+    key = visitor_prefix(visitor_id) + name
     return key + ":" + ":".join(parts) if parts else key
 
 
@@ -277,7 +282,7 @@ ERASE_SCRIPT_KEYS = (
 
 
 def visitor_keys(visitor_id: str, names: Sequence[str]) -> list[str]:
-    prefix = f"{PREFIX}:{{{visitor_id}}}:"
+    prefix = visitor_prefix(visitor_id)
     return [prefix + name for name in names]
 
 
