@@ -62,6 +62,11 @@ MAX_BATCH_COMMANDS = 1024
 MAX_CONNECTIONS = 16
 
 
+def _commands(batch: Batch) -> list[Command]:
+    """Every caller's commands of a batch, in order: what one round trip sends."""
+    return [command for calls, _ in batch for command in calls]
+
+
 class _Link(asyncio.Protocol):
     """A connection of the batcher's own, once redis-py opened it: batches are written to its
     transport, and their replies parsed by hiredis as they arrive into the batch's future."""
@@ -226,7 +231,7 @@ class CommandBatcher:
         if link is not None and link.lost is None:
             if batch is self._batch:
                 self._close_batch()
-            commands = [command for calls, _ in batch for command in calls]
+            commands = _commands(batch)
             try:
                 sent = link.exchange([args for args, _ in commands])
             except Exception as exc:  # a command that cannot be packed: nothing was written
@@ -259,10 +264,7 @@ class CommandBatcher:
             self._release(link)
             deadline.cancel()
             try:
-                replies = [
-                    self._parsed(reply, args, options)
-                    for reply, (args, options) in zip(sent.result(), commands, strict=True)
-                ]
+                replies = self._parsed(sent.result(), commands)
             except Exception as exc:
                 self._fail(batch, exc)
                 return
@@ -295,7 +297,7 @@ class CommandBatcher:
                 # was busy): from here on they start the next one.
                 if batch is self._batch:
                     self._close_batch()
-                commands = [command for calls, _ in batch for command in calls]
+                commands = _commands(batch)
                 try:
                     link, replies = await self._exchange(link, commands, 1 if fresh else 2)
                 finally:
@@ -345,22 +347,22 @@ class CommandBatcher:
             except BaseException:
                 link.close()  # replies left unread would answer the connection's next batch
                 raise
-            return link, [
-                self._parsed(reply, args, options)
-                for reply, (args, options) in zip(replies, commands, strict=True)
-            ]
+            return link, self._parsed(replies, commands)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _parsed(self, reply: Any, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
-        """A reply as ``client.parse_response`` makes it: an error reply stays an exception
-        object (or ``EMPTY_RESPONSE``), others go through the command's response callback."""
-        if isinstance(reply, ResponseError):
-            return options.get(EMPTY_RESPONSE, reply)
-        callback = self.client.response_callbacks.get(args[0])
-        if callback is None:
-            return reply
-        extra = {k: v for k, v in options.items() if k not in PARSE_ONLY_OPTIONS}
-        return callback(reply, **extra)
+    def _parsed(self, replies: list[Any], commands: list[Command]) -> list[Any]:
+        """Replies as ``client.parse_response`` makes them: an error reply stays an exception
+        object (or ``EMPTY_RESPONSE``), others go through their command's response callback."""
+        callbacks = self.client.response_callbacks
+        parsed = []
+        for reply, (args, options) in zip(replies, commands, strict=True):
+            if isinstance(reply, ResponseError):
+                reply = options.get(EMPTY_RESPONSE, reply)
+            elif (callback := callbacks.get(args[0])) is not None:
+                extra = {k: v for k, v in options.items() if k not in PARSE_ONLY_OPTIONS}
+                reply = callback(reply, **extra)
+            parsed.append(reply)
+        return parsed
 
     async def _acquire(self) -> _Link | None:
         """An idle connection of the batcher's own, None while fewer than
